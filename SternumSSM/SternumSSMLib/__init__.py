@@ -1,0 +1,1 @@
+"""Qt-free logic of the SternumSSM extension: anatomy, geometry, phantoms, MRML glue."""
