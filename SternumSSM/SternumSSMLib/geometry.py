@@ -11,6 +11,7 @@ Conventions used across the extension:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import permutations, product
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ import SimpleITK as sitk
 
 CoordinateSystem = Literal["LPS", "RAS"]
 LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0])
+_LPS_RAS_SIGNS = np.array([-1.0, -1.0, 1.0])
 
 
 def convert_points(points: np.ndarray, source: CoordinateSystem, target: CoordinateSystem) -> np.ndarray:
@@ -26,7 +28,46 @@ def convert_points(points: np.ndarray, source: CoordinateSystem, target: Coordin
     for system in (source, target):
         if system not in ("LPS", "RAS"):
             raise ValueError(f"Unknown coordinate system {system!r}; use 'LPS' or 'RAS'.")
-    return points.copy() if source == target else points @ LPS_RAS_FLIP
+    # Element-wise, so a partly missing row keeps its known coordinates.
+    return points.copy() if source == target else points * _LPS_RAS_SIGNS
+
+
+_AXIS_LETTERS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+
+
+def orientation_direction(code: str) -> np.ndarray:
+    """LPS direction matrix for a 3-letter axis code naming where i, j, k increase.
+
+    'LPS' is ITK's identity, 'RAS' flips i and j, 'PIR' is a sagittal acquisition, and
+    so on: the 48 signed axis permutations.
+    """
+    code = code.upper()
+    axes = [_AXIS_LETTERS.get(letter) for letter in code]
+    if len(code) != 3 or None in axes or len({axis for axis, _ in axes}) != 3:
+        raise ValueError(f"Orientation {code!r} must name three different axes from L/R, P/A, S/I, e.g. 'LPS'.")
+    direction = np.zeros((3, 3))
+    for column, (row, sign) in enumerate(axes):
+        direction[row, column] = sign
+    return direction
+
+
+def all_orientation_codes() -> list[str]:
+    """The 48 axis codes ('LPS', 'LPI', ..., 'SAR')."""
+    pairs = (("L", "R"), ("P", "A"), ("S", "I"))
+    codes = []
+    for order in permutations(range(3)):
+        for choice in product((0, 1), repeat=3):
+            codes.append("".join(pairs[axis][choice[axis]] for axis in order))
+    return codes
+
+
+def rotation_matrix(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rotation about ``axis`` by ``angle_deg`` (right-handed), for oblique grids."""
+    axis = np.asarray(axis, dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    angle = np.radians(angle_deg)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
 
 
 @dataclass(frozen=True)

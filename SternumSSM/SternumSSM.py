@@ -1,0 +1,209 @@
+"""SternumSSM: segment the sternum and the costal cartilages in a thorax CT.
+
+This file is the Slicer glue only: module description, typed parameters, widget,
+a thin logic and the self-test. Everything that runs without Qt lives in
+``SternumSSMLib``, which also holds the one definition of the anatomy (label
+values, names, colours, terminology, landmark protocol) that SternumLandmarks
+imports too.
+
+How ``SternumSSMLib`` and ``SternumLandmarksLib`` become importable:
+
+- installed extension: every module of the extension is installed into the same
+  ``lib/Slicer-X.Y/qt-scripted-modules/`` folder, which Slicer puts on
+  ``sys.path``, so both packages import from either module;
+- from a checkout: add both module folders, ``SternumSSM/`` and
+  ``SternumLandmarks/``, under Application Settings > Modules > Additional module
+  paths (or drag the repository onto the Extension Wizard's "Select Extension").
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import slicer
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+#
+# SternumSSM
+#
+
+
+class SternumSSM(ScriptedLoadableModule):
+    def __init__(self, parent) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Sternum SSM")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SternumSSM contributors"]
+        self.parent.helpText = _(
+            "Segments the manubrium, sternal body, xiphoid and costal cartilages in a thorax CT with an nnU-Net"
+            " model, flags results that need a closer look, and prepares corrected cases as training data."
+            " The segmentation always carries the four named segments with fixed label values"
+            " (Manubrium 1, Sternal_body 2, Xiphoid 3, Cartilage 4)."
+        )
+        self.parent.acknowledgementText = _(
+            "The workflow follows the Chalmers 2025 study: A. Alexandersson and A. Molnö, <i>Deep Learning for"
+            " Segmentation and Landmarking of the Human Anatomy: Applying nnU-Net and SpatialConfiguration-Net to"
+            " Automate Statistical Shape Modeling for Sternum and Costal Cartilage</i>, master's thesis, Chalmers"
+            " University of Technology, Gothenburg, 2025. Segmentation uses nnU-Net v2 (Isensee et al., 2021)."
+        )
+
+
+#
+# SternumSSMParameterNode
+#
+
+
+@parameterNodeWrapper
+class SternumSSMParameterNode:
+    """What the user chose; saved with the scene.
+
+    inputVolume - thorax CT in Hounsfield units.
+    modelFolder - trained nnU-Net model folder.
+    preset - "fast": one fold, no mirroring; "accurate": all folds with mirroring.
+    device - "auto" picks the GPU when PyTorch sees one.
+    roi - limits the run to a box; left empty (None) the whole volume is segmented.
+    showUncertainty - overlay the per-voxel uncertainty of the prediction.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    modelFolder: Path
+    preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    roi: vtkMRMLMarkupsROINode
+    showUncertainty: bool = False
+
+
+#
+# SternumSSMWidget
+#
+
+
+class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: SternumSSMLogic | None = None
+        self._parameterNode: SternumSSMParameterNode | None = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SternumSSM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        # The .ui forwards mrmlSceneChanged to every node selector, so this one call sets them all.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = SternumSSMLogic()
+
+        # Closing the scene deletes the parameter node; drop it first and bind a new one afterwards.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        # No segmentation runs yet. The buttons stay visible but disabled, and say why.
+        pending = _("Segmentation arrives with the nnU-Net issue")
+        for button in (self.ui.segmentButton, self.ui.cancelButton):
+            button.enabled = False
+            button.toolTip = pending
+        self.ui.statusLabel.text = pending
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        # Stop pushing parameter changes into a hidden GUI; enter() reconnects.
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = self.logic.firstCtVolume()
+
+    def setParameterNode(self, parameterNode: SternumSSMParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            # Binds every widget whose SlicerParameterName property names a parameter (see the .ui file).
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+
+#
+# SternumSSMLogic
+#
+
+
+class SternumSSMLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side entry point; the work itself lives in SternumSSMLib and needs no GUI."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> SternumSSMParameterNode:
+        return SternumSSMParameterNode(super().getParameterNode())
+
+    def firstCtVolume(self) -> vtkMRMLScalarVolumeNode | None:
+        """The first scalar volume in the scene that is not a label map, to save the user a click."""
+        for volumeNode in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if not volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                return volumeNode
+        return None
+
+
+#
+# SternumSSMTest
+#
+
+
+class SternumSSMTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload & Test, or ctest); the pytest suite in Testing/ covers the library."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_LabelScheme()
+        self.setUp()
+        self.test_ParameterDefaults()
+
+    def test_LabelScheme(self) -> None:
+        self.delayDisplay("Label scheme")
+        from SternumSSMLib.anatomy import label_scheme
+
+        scheme = label_scheme()
+        self.assertEqual(scheme.names, ("Manubrium", "Sternal_body", "Xiphoid", "Cartilage"))
+        self.assertEqual(scheme.values, (1, 2, 3, 4))
+        self.assertEqual(scheme.background_value, 0)
+
+    def test_ParameterDefaults(self) -> None:
+        self.delayDisplay("Parameter defaults")
+        parameterNode = SternumSSMLogic().getParameterNode()
+        self.assertEqual(parameterNode.preset, "fast")
+        self.assertEqual(parameterNode.device, "auto")
+        self.assertFalse(parameterNode.showUncertainty)
+        self.assertIsNone(parameterNode.roi)

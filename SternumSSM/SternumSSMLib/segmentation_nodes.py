@@ -1,0 +1,190 @@
+"""Segmentation nodes with the standard sternum labels, matched by name and never by order.
+
+Segment names, colours, terminology and label values all come from
+``anatomy.label_scheme()``. Exports go through a colour table built here from the
+scheme, so a segment's value depends only on its name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from .anatomy import label_scheme
+from .atomic import atomic_output_path
+from .geometry import ImageGeometry, Volume
+from .mrml import module_logic, scratch_nodes
+from .volume_nodes import volume_from_node, volume_node_from_volume
+
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+
+
+def segmentation_from_labelmap(
+    scene: slicer.vtkMRMLScene, labels: Volume, name: str = "Segmentation"
+) -> slicer.vtkMRMLSegmentationNode:
+    """A segmentation node with one segment per label value present in ``labels``.
+
+    Each segment gets the standard name, colour and terminology of its value (2 becomes
+    "Sternal_body") and keeps that value when written. Classes without voxels are absent.
+    The reference geometry is that of ``labels`` (LPS in, RAS in the scene as usual).
+    """
+    _check_label_values(labels.array)
+    standard = Volume(array=labels.array.astype(np.uint8), geometry=labels.geometry)
+    with scratch_nodes(scene) as keep:
+        labelmap_node = volume_node_from_volume(scene, standard, f"{name} labels", labelmap=True)
+        segmentation_node = _import_standard_segments(scene, labelmap_node, name)
+        keep.append(segmentation_node)
+    return segmentation_node
+
+
+def labelmap_from_segmentation(segmentation_node: slicer.vtkMRMLSegmentationNode, reference: ImageGeometry) -> Volume:
+    """The segments as standard label values (uint8) on the ``reference`` grid (LPS).
+
+    Values follow segment names, whatever the order of the segments or their colours.
+    Segments are taken in world coordinates: a parent transform of the segmentation is applied.
+    """
+    _check_segment_names(segmentation_node)
+    empty = Volume(array=np.zeros(reference.shape_kji, dtype=np.uint8), geometry=reference)
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        return empty
+    scene = segmentation_node.GetScene()
+    with scratch_nodes(scene):
+        reference_node = volume_node_from_volume(scene, empty, "reference grid", labelmap=True)
+        exported = volume_from_node(_export_by_name(segmentation_node, reference_node))
+    return Volume(array=exported.array.astype(np.uint8), geometry=exported.geometry)
+
+
+def write_segmentation(
+    segmentation_node: slicer.vtkMRMLSegmentationNode, path: Path | str, overwrite: bool = False
+) -> Path:
+    """Write a ``.seg.nrrd`` that carries the standard names, colours, terminology and label values.
+
+    Slicer writes segments drawn from scratch with values by layer and creation order,
+    not by name, so the segments are first merged into one standard label map on the
+    segmentation's reference grid (extended to hold every segment) and re-imported; the
+    node itself is not changed. A voxel in two segments gets one of their values; empty
+    segments are dropped. Segments are written in world coordinates (a parent transform
+    is applied). The file's geometry is LPS, as in every NRRD.
+    """
+    path = Path(path)
+    if not path.name.endswith(SEGMENTATION_SUFFIX):
+        raise ValueError(f"A segmentation file name must end in {SEGMENTATION_SUFFIX}, got {path.name}.")
+    _check_segment_names(segmentation_node)
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        raise ValueError(f"Segmentation {segmentation_node.GetName()!r} has no segments; nothing to write.")
+    scene = segmentation_node.GetScene()
+    with scratch_nodes(scene), atomic_output_path(path, overwrite=overwrite) as temporary:
+        labelmap_node = _export_by_name(segmentation_node, None)
+        standard_node = _import_standard_segments(scene, labelmap_node, segmentation_node.GetName())
+        storage = standard_node.CreateDefaultStorageNode()
+        storage.SetFileName(str(temporary))
+        if not storage.WriteData(standard_node):
+            raise OSError(f"Writing the segmentation to {path} failed; the writer's messages are in the log above.")
+    return path
+
+
+def read_segmentation(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRMLSegmentationNode:
+    """Load a segmentation file (``.seg.nrrd`` or another format Slicer reads) as Slicer does."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Segmentation file {path} does not exist.")
+    messages = slicer.vtkMRMLMessageCollection()
+    name = path.name.removesuffix(SEGMENTATION_SUFFIX).split(".")[0]
+    node = module_logic(scene, "segmentations").LoadSegmentationFromFile(str(path), True, name, None, messages)
+    if node is None:
+        raise OSError(f"Cannot read segmentation {path}:\n{messages.GetAllMessagesAsString()}")
+    return node
+
+
+def standard_color_table() -> slicer.vtkMRMLColorTableNode:
+    """Colour table (not in any scene) mapping each standard segment name to its label value.
+
+    It deliberately has no terminology: Slicer matches segments to table entries by
+    terminology first, which would map segments of a shared terminology to one value.
+    """
+    scheme = label_scheme()
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetTypeToUser()
+    table.SetNumberOfColors(max(scheme.values) + 1)
+    table.SetColor(scheme.background_value, "Background", 0.0, 0.0, 0.0, 0.0)
+    for segment_class in scheme.classes:
+        table.SetColor(segment_class.value, segment_class.name, *segment_class.color, 1.0)
+    return table
+
+
+def _check_label_values(array: np.ndarray) -> None:
+    scheme = label_scheme()
+    unknown = sorted(set(np.unique(array).tolist()) - {scheme.background_value, *scheme.values})
+    if unknown:
+        known = ", ".join(f"{c.value} {c.name}" for c in scheme.classes)
+        raise ValueError(
+            f"Label values {unknown} are not in the label scheme (background {scheme.background_value}; {known})."
+        )
+
+
+def _check_segment_names(segmentation_node: slicer.vtkMRMLSegmentationNode) -> None:
+    scheme = label_scheme()
+    segmentation = segmentation_node.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    unknown = sorted(set(names) - set(scheme.names))
+    if unknown:
+        raise ValueError(
+            f"Segmentation {segmentation_node.GetName()!r} has segments {unknown} that are not standard; "
+            f"rename them to one of {', '.join(scheme.names)}."
+        )
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"Segmentation {segmentation_node.GetName()!r} has more than one segment named {duplicates}.")
+
+
+def _export_by_name(
+    segmentation_node: slicer.vtkMRMLSegmentationNode, reference_node: slicer.vtkMRMLVolumeNode | None
+) -> slicer.vtkMRMLLabelMapVolumeNode:
+    """A new label map node (for the caller to remove) holding the standard value of each
+    segment's name, on ``reference_node``'s grid or, without one, on the segmentation's
+    reference grid extended to every segment."""
+    segmentation = segmentation_node.GetSegmentation()
+    segment_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    extent = (
+        slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+        if reference_node is not None
+        else slicer.vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS_AND_REFERENCE_GEOMETRY
+    )
+    scene = segmentation_node.GetScene()
+    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} labels")
+    exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+        segmentation_node, segment_ids, labelmap_node, reference_node, extent, standard_color_table()
+    )
+    if not exported:
+        raise RuntimeError(f"Exporting segmentation {segmentation_node.GetName()!r} to a label map failed.")
+    return labelmap_node
+
+
+def _import_standard_segments(
+    scene: slicer.vtkMRMLScene, labelmap_node: slicer.vtkMRMLLabelMapVolumeNode, name: str
+) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation node with one standard segment per value in ``labelmap_node``."""
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation_node.CreateDefaultDisplayNodes()
+    # Without a reference geometry the file would be cropped to the segments' extent.
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap_node)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
+        raise RuntimeError(f"Importing label map {labelmap_node.GetName()!r} as a segmentation failed.")
+    _apply_standard_properties(segmentation_node.GetSegmentation())
+    return segmentation_node
+
+
+def _apply_standard_properties(segmentation: slicer.vtkSegmentation) -> None:
+    """Name, colour and terminology from each segment's label value."""
+    scheme = label_scheme()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        segment_class = scheme.by_value(segment.GetLabelValue())
+        segment.SetName(segment_class.name)
+        segment.SetColor(*segment_class.color)
+        segment.SetTerminology(scheme.terminology(segment_class.name))
+        # Slicer renames and recolours auto-generated segments when their terminology changes.
+        segment.SetNameAutoGenerated(False)
+        segment.SetColorAutoGenerated(False)
