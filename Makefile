@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_phantom.py
+	$(BIN)/python bench/bench_segmentation.py
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -19,8 +19,15 @@ How ``SternumSSMLib`` and ``SternumLandmarksLib`` become importable:
 from pathlib import Path
 from typing import Annotated
 
+import qt
 import slicer
-from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
+import vtk
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
@@ -73,6 +80,11 @@ class SternumSSMParameterNode:
     device - "auto" picks the GPU when PyTorch sees one.
     roi - limits the run to a box; left empty (None) the whole volume is segmented.
     showUncertainty - overlay the per-voxel uncertainty of the prediction.
+    exportSegmentation, exportLandmarks - the corrected case to add to the training dataset.
+    datasetFolder - nnU-Net raw dataset folder; an empty or new folder becomes a new dataset.
+    caseId, annotator - recorded with the case; a case id is never a patient identifier.
+    exportSplit - "train" (imagesTr/labelsTr) or "test" (held out in imagesTs/labelsTs).
+    replaceCase - allow a different CT under an existing case id; the old case is archived.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -81,6 +93,13 @@ class SternumSSMParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     roi: vtkMRMLMarkupsROINode
     showUncertainty: bool = False
+    exportSegmentation: vtkMRMLSegmentationNode
+    exportLandmarks: vtkMRMLMarkupsFiducialNode
+    datasetFolder: Path
+    caseId: str = ""
+    annotator: str = ""
+    exportSplit: Annotated[str, Choice(["train", "test"])] = "train"
+    replaceCase: bool = False
 
 
 #
@@ -118,6 +137,10 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.toolTip = pending
         self.ui.statusLabel.text = pending
 
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.suggestCaseIdButton.connect("clicked(bool)", self.onSuggestCaseId)
+        self.ui.datasetSummaryButton.connect("clicked(bool)", self.onDatasetSummary)
+
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -146,10 +169,43 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateExportPlan)
         self._parameterNode = parameterNode
         if self._parameterNode:
             # Binds every widget whose SlicerParameterName property names a parameter (see the .ui file).
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateExportPlan)
+            self.updateExportPlan()
+
+    def updateExportPlan(self, caller=None, event=None) -> None:
+        """Say what an export would write, and enable the button only when it can run."""
+        node = self._parameterNode
+        hasFolder = bool(node) and str(node.datasetFolder or "") not in ("", ".")
+        ready = bool(hasFolder and node.inputVolume and node.exportSegmentation and node.caseId)
+        self.ui.exportButton.enabled = ready
+        if not ready:
+            self.ui.exportPlanLabel.text = _(
+                "Choose the CT, the corrected segmentation, a dataset folder and a case id."
+            )
+            return
+        self.ui.exportPlanLabel.text = self.logic.describeExport(node.datasetFolder, node.caseId, node.exportSplit)
+
+    def onSuggestCaseId(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot suggest a case id."), waitCursor=True):
+            self._parameterNode.caseId = self.logic.suggestCaseId(self._parameterNode.datasetFolder)
+
+    def onExportButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Export to the dataset failed."), waitCursor=True):
+            self.ui.exportResultTextEdit.plainText = self.logic.exportToDataset(self._parameterNode)
+            self.updateExportPlan()
+
+    def onDatasetSummary(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot summarise the dataset."), waitCursor=True):
+            text, plotPath = self.logic.datasetSummary(self._parameterNode.datasetFolder)
+            self.ui.exportResultTextEdit.plainText = text
+            self.ui.datasetPlotLabel.setPixmap(
+                qt.QPixmap(str(plotPath)).scaledToWidth(self.ui.exportResultTextEdit.width)
+            )
 
 
 #
@@ -165,6 +221,42 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self) -> SternumSSMParameterNode:
         return SternumSSMParameterNode(super().getParameterNode())
+
+    def suggestCaseId(self, datasetFolder: Path | None) -> str:
+        from SternumSSMLib.dataset import suggest_case_id
+
+        return suggest_case_id(datasetFolder if datasetFolder and str(datasetFolder) != "." else None)
+
+    def describeExport(self, datasetFolder: Path, caseId: str, split: str) -> str:
+        from SternumSSMLib.export import describe_export
+
+        return describe_export(datasetFolder, caseId, split)
+
+    def exportToDataset(self, parameterNode: SternumSSMParameterNode) -> str:
+        """Export the chosen CT, corrected segmentation and landmarks; returns the summary with correction effort."""
+        from SternumSSMLib.export import export_from_scene
+
+        if not parameterNode.inputVolume or not parameterNode.exportSegmentation:
+            raise ValueError(_("Choose the CT volume and the corrected segmentation."))
+        result = export_from_scene(
+            parameterNode.inputVolume,
+            parameterNode.exportSegmentation,
+            parameterNode.datasetFolder,
+            parameterNode.caseId,
+            annotator=parameterNode.annotator,
+            landmarks_node=parameterNode.exportLandmarks,
+            split=parameterNode.exportSplit,
+            replace=parameterNode.replaceCase,
+        )
+        return result.summary()
+
+    def datasetSummary(self, datasetFolder: Path) -> tuple[str, Path]:
+        """The summary text and a PNG of correction effort per round (in Slicer's temporary folder)."""
+        from SternumSSMLib.dataset_summary import dataset_summary, plot_summary, summary_text
+
+        summary = dataset_summary(datasetFolder)
+        plotPath = plot_summary(summary, Path(slicer.app.temporaryPath) / "SternumSSM-dataset-summary.png")
+        return summary_text(summary), plotPath
 
     def firstCtVolume(self) -> vtkMRMLScalarVolumeNode | None:
         """The first scalar volume in the scene that is not a label map, to save the user a click."""

@@ -27,7 +27,7 @@ MODULES = ("SternumSSM", "SternumLandmarks")
 EXTENSION_NAME = "SternumSSM"
 
 # File kinds a scripted module ships; anything of these kinds under a module folder must be listed.
-SHIPPED_SUFFIXES = frozenset({".py", ".ui", ".png", ".json"})
+SHIPPED_SUFFIXES = frozenset({".py", ".ui", ".png", ".json", ".md", ".pth"})
 IGNORED_DIRS = frozenset({"__pycache__"})
 
 # Standard Qt classes a Slicer .ui may use without declaring them in <customwidgets>.

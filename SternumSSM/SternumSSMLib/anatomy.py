@@ -36,6 +36,7 @@ class SegmentClass:
     color: tuple[float, float, float]
     category: Code
     type: Code
+    plausible_volume_ml: tuple[float, float]
 
     def slicer_terminology(self, terminology_context: str, anatomic_context: str) -> str:
         """Terminology entry in the string form Slicer stores in segment tags."""
@@ -53,11 +54,18 @@ class SegmentClass:
 
 
 @dataclass(frozen=True)
+class CartilageExpectations:
+    expected_pieces_per_side: int
+    max_left_right_volume_ratio: float
+
+
+@dataclass(frozen=True)
 class LabelScheme:
     classes: tuple[SegmentClass, ...]
     background_value: int
     terminology_context: str
     anatomic_context: str
+    cartilage: CartilageExpectations
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -132,6 +140,7 @@ def label_scheme() -> LabelScheme:
             color=tuple(float(c) for c in entry["color"]),
             category=category,
             type=_code(entry["type"]),
+            plausible_volume_ml=tuple(float(v) for v in entry["plausible_volume_ml"]),
         )
         for entry in data["labels"]
     )
@@ -140,6 +149,10 @@ def label_scheme() -> LabelScheme:
         background_value=int(data["background"]["value"]),
         terminology_context=data["terminology_context"],
         anatomic_context=data["anatomic_context"],
+        cartilage=CartilageExpectations(
+            expected_pieces_per_side=int(data["cartilage"]["expected_pieces_per_side"]),
+            max_left_right_volume_ratio=float(data["cartilage"]["max_left_right_volume_ratio"]),
+        ),
     )
 
 

@@ -1,4 +1,8 @@
-"""Atomic file output: write beside the target, then rename, so no reader sees half a file."""
+"""Atomic file output: write beside the target, then rename, so no reader sees half a file.
+
+The data are flushed to disk (fsync) before the rename and the folder entry after it, so a
+power cut leaves either the old file or the complete new one, never an empty file.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,26 @@ from pathlib import Path
 def _full_suffix(path: Path) -> str:
     """'.seg.nrrd' for 'x.seg.nrrd', so writers that pick a format by extension still work."""
     return "".join(path.suffixes)
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush a file's data to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_directory(folder: Path | str) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
+    finally:
+        os.close(descriptor)
 
 
 def is_read_only(folder: Path) -> bool:
@@ -42,7 +66,9 @@ def atomic_output_path(path: Path | str, overwrite: bool = False) -> Iterator[Pa
             raise OSError(f"Writing {path} produced no file.")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} appeared while it was being written; nothing was replaced.")
+        fsync_file(temporary)
         os.replace(temporary, path)
+        fsync_directory(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

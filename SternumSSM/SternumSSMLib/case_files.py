@@ -17,13 +17,16 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
 from .atomic import atomic_output_path, write_text_atomic
 from .geometry import CoordinateSystem, Volume
 from .landmark_files import write_landmarks_csv
-from .phantom import Phantom
+
+if TYPE_CHECKING:  # the phantom module pulls in scipy; writing a volume should not
+    from .phantom import Phantom
 
 IMAGE_FORMATS = ("nrrd", "nii.gz")
 LABEL_FORMATS = ("seg.nrrd", "nrrd", "nii.gz")

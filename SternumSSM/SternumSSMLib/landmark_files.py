@@ -4,7 +4,7 @@ Layout written (one header comment, a header row, one row per point)::
 
     # coordinate_system = LPS
     name,X,Y,Z
-    L01,12.5,-80.1,3.0
+    L01,12.500000,-80.100000,3.000000
     L02,,,
 
 A point without a position keeps its row with empty coordinates, so the row order (the
@@ -39,7 +39,7 @@ def write_landmarks_csv(
     writer.writerow(["name", "X", "Y", "Z"])
     for name, position in zip(converted.names, converted.positions, strict=True):
         if np.all(np.isfinite(position)):
-            writer.writerow([name, *(f"{value:.4f}" for value in position)])
+            writer.writerow([name, *(f"{value:.6f}" for value in position)])
         else:
             writer.writerow([name, "", "", ""])
     return write_text_atomic(path, buffer.getvalue(), overwrite=overwrite)

@@ -93,15 +93,13 @@ def render_case(
     foreground = np.argwhere(lab.array > 0)
     if len(foreground) == 0:
         raise ValueError("The label map is empty; there is nothing to render.")
-    centre = foreground.mean(axis=0).round().astype(int)
     sternum_voxels = np.argwhere((lab.array > 0) & (lab.array < 4))
-    axial_k = int(np.median(sternum_voxels[:, 0])) if len(sternum_voxels) else int(centre[0])
-    sagittal_i = int(np.median(sternum_voxels[:, 2])) if len(sternum_voxels) else int(centre[2])
+    anchor = np.median(sternum_voxels if len(sternum_voxels) else foreground, axis=0).astype(int)
 
     cmap = _label_colormap()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6.2), gridspec_kw={"width_ratios": [1.0, 1.2, 1.0]})
+    fig, axes = plt.subplots(2, 2, figsize=(13, 12))
     fig.patch.set_facecolor("black")
-    for axis in axes:
+    for axis in axes.ravel():
         axis.set_facecolor("black")
         axis.set_xticks([])
         axis.set_yticks([])
@@ -111,38 +109,50 @@ def render_case(
     rgb[first == 0] = 0.0
     z0, z1 = np.nonzero((first > 0).any(axis=1))[0][[0, -1]]
     x0, x1 = np.nonzero((first > 0).any(axis=0))[0][[0, -1]]
-    axes[0].imshow(rgb[z0 : z1 + 1, x0 : x1 + 1][::-1], interpolation="bilinear")
+    axes[0, 0].imshow(rgb[z0 : z1 + 1, x0 : x1 + 1][::-1], interpolation="bilinear")
     if points is not None and len(points):
         px, pz = points[:, 0] - x0, (z1 - z0) - (points[:, 2] - z0)
-        axes[0].scatter(px, pz, s=14, c="red", edgecolors="white", linewidths=0.5, zorder=3)
+        axes[0, 0].scatter(px, pz, s=14, c="red", edgecolors="white", linewidths=0.5, zorder=3)
         for number, x, z in zip(point_numbers, px, pz, strict=True):
-            axes[0].annotate(str(number), (x, z), color="white", fontsize=6, xytext=(3, 2), textcoords="offset points")
-    axes[0].set_title("3D surface, anterior view", color="white")
+            label_style = {"color": "white", "fontsize": 6, "xytext": (3, 2), "textcoords": "offset points"}
+            axes[0, 0].annotate(str(number), (x, z), **label_style)
+    axes[0, 0].set_title("3D surface, anterior view", color="white")
 
-    window = dict(cmap="gray", vmin=-400, vmax=900, interpolation="bilinear")
-    axes[1].imshow(ct.array[axial_k], **window)
-    axes[1].contour(lab.array[axial_k], levels=np.arange(0.5, 5), colors=[cmap(v) for v in range(1, 5)], linewidths=1.0)
-    axes[1].set_title("Axial slice through the sternum", color="white")
-
-    axes[2].imshow(ct.array[::-1, :, sagittal_i], **window)
-    axes[2].contour(
-        lab.array[::-1, :, sagittal_i], levels=np.arange(0.5, 5), colors=[cmap(v) for v in range(1, 5)], linewidths=1.0
-    )
-    if points is not None and len(points):
-        near = np.abs(points[:, 0] - sagittal_i) < 6
-        axes[2].scatter(
-            points[near, 1], ct.array.shape[0] - 1 - points[near, 2], s=14, c="red", edgecolors="white", linewidths=0.5
-        )
-    axes[2].set_title("Sagittal midline (anterior left)", color="white")
+    # (panel, title, array axis [z, y, x] held fixed, whether to flip so superior is at the top)
+    views = [
+        (axes[0, 1], "Axial (patient right on the left)", 0, False),
+        (axes[1, 0], "Coronal through the sternum", 1, True),
+        (axes[1, 1], "Sagittal midline (anterior on the left)", 2, True),
+    ]
+    for axis, name, fixed, flip in views:
+        _slice_panel(axis, ct.array, lab.array, fixed, int(anchor[fixed]), flip, cmap, points)
+        axis.set_title(name, color="white")
 
     handles = [plt.Line2D([], [], color=c.color, lw=6, label=f"{c.value} {c.name}") for c in label_scheme().classes]
     handles.append(plt.Line2D([], [], color="red", marker="o", lw=0, label="landmarks (L01-L34)"))
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, labelcolor="white")
     if title:
         fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     output = Path(output)
     with atomic_output_path(output, overwrite=overwrite) as temporary:
         fig.savefig(temporary, dpi=110, facecolor="black", format="png")
     plt.close(fig)
     return output
+
+
+def _slice_panel(axis, ct, labels, fixed: int, index: int, flip: bool, cmap, points) -> None:
+    """One CT slice (array axis ``fixed`` at ``index``) with segment outlines and nearby landmarks."""
+    image, label = np.take(ct, index, axis=fixed), np.take(labels, index, axis=fixed)
+    rows, columns = (a for a in range(3) if a != fixed)
+    if flip:
+        image, label = image[::-1], label[::-1]
+    axis.imshow(image, cmap="gray", vmin=-400, vmax=900, interpolation="bilinear")
+    axis.contour(label, levels=np.arange(0.5, 5), colors=[cmap(v) for v in range(1, 5)], linewidths=1.0)
+    if points is not None and len(points):
+        # Points are (i, j, k) = (x, y, z) indices; array axis a is point column 2 - a.
+        near = np.abs(points[:, 2 - fixed] - index) < 4
+        xs, ys = points[near, 2 - columns], points[near, 2 - rows]
+        if flip:
+            ys = ct.shape[rows] - 1 - ys
+        axis.scatter(xs, ys, s=14, c="red", edgecolors="white", linewidths=0.5)

@@ -7,6 +7,7 @@ scheme, so a segment's value depends only on its name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,21 +40,48 @@ def segmentation_from_labelmap(
     return segmentation_node
 
 
-def labelmap_from_segmentation(segmentation_node: slicer.vtkMRMLSegmentationNode, reference: ImageGeometry) -> Volume:
+def labelmap_from_segmentation(
+    segmentation_node: slicer.vtkMRMLSegmentationNode,
+    reference: ImageGeometry,
+    segment_names: Mapping[str, str] | None = None,
+) -> Volume:
     """The segments as standard label values (uint8) on the ``reference`` grid (LPS).
 
     Values follow segment names, whatever the order of the segments or their colours.
-    Segments are taken in world coordinates: a parent transform of the segmentation is applied.
+    ``segment_names`` maps other names to standard ones (e.g. ``{"Sternum_body": "Sternal_body"}``);
+    standard names need no entry. Segments are taken in world coordinates: a parent
+    transform of the segmentation is applied.
     """
-    _check_segment_names(segmentation_node)
+    standard_names = _standard_names(segmentation_node, segment_names)
     empty = Volume(array=np.zeros(reference.shape_kji, dtype=np.uint8), geometry=reference)
-    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+    if not standard_names:
         return empty
     scene = segmentation_node.GetScene()
     with scratch_nodes(scene):
         reference_node = volume_node_from_volume(scene, empty, "reference grid", labelmap=True)
-        exported = volume_from_node(_export_by_name(segmentation_node, reference_node))
+        exported = volume_from_node(_export_by_name(segmentation_node, reference_node, standard_names))
     return Volume(array=exported.array.astype(np.uint8), geometry=exported.geometry)
+
+
+def segment_masks(
+    segmentation_node: slicer.vtkMRMLSegmentationNode,
+    reference: ImageGeometry,
+    segment_names: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Each segment's voxels on the ``reference`` grid as a boolean array [k, j, i], keyed by standard name.
+
+    Unlike a label map this keeps voxels that two segments share, so overlaps can be counted.
+    """
+    standard_names = _standard_names(segmentation_node, segment_names)
+    empty = Volume(array=np.zeros(reference.shape_kji, dtype=np.uint8), geometry=reference)
+    masks = {}
+    scene = segmentation_node.GetScene()
+    with scratch_nodes(scene):
+        reference_node = volume_node_from_volume(scene, empty, "reference grid", labelmap=True)
+        for segment_id, standard_name in standard_names.items():
+            labelmap_node = _export_by_name(segmentation_node, reference_node, {segment_id: standard_name})
+            masks[standard_name] = slicer.util.arrayFromVolume(labelmap_node) > 0
+    return masks
 
 
 def write_segmentation(
@@ -71,12 +99,12 @@ def write_segmentation(
     path = Path(path)
     if not path.name.endswith(SEGMENTATION_SUFFIX):
         raise ValueError(f"A segmentation file name must end in {SEGMENTATION_SUFFIX}, got {path.name}.")
-    _check_segment_names(segmentation_node)
-    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+    standard_names = _standard_names(segmentation_node, None)
+    if not standard_names:
         raise ValueError(f"Segmentation {segmentation_node.GetName()!r} has no segments; nothing to write.")
     scene = segmentation_node.GetScene()
     with scratch_nodes(scene), atomic_output_path(path, overwrite=overwrite) as temporary:
-        labelmap_node = _export_by_name(segmentation_node, None)
+        labelmap_node = _export_by_name(segmentation_node, None, standard_names)
         standard_node = _import_standard_segments(scene, labelmap_node, segmentation_node.GetName())
         storage = standard_node.CreateDefaultStorageNode()
         storage.SetFileName(str(temporary))
@@ -98,19 +126,23 @@ def read_segmentation(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vt
     return node
 
 
-def standard_color_table() -> slicer.vtkMRMLColorTableNode:
+def standard_color_table(entry_names: Mapping[str, str] | None = None) -> slicer.vtkMRMLColorTableNode:
     """Colour table (not in any scene) mapping each standard segment name to its label value.
 
-    It deliberately has no terminology: Slicer matches segments to table entries by
-    terminology first, which would map segments of a shared terminology to one value.
+    ``entry_names`` (standard name -> name in the table) lets segments named otherwise
+    (aliases) find the standard value. The table deliberately has no terminology: Slicer
+    matches segments to table entries by terminology first, which would map segments of a
+    shared terminology to one value.
     """
     scheme = label_scheme()
+    entry_names = entry_names or {}
     table = slicer.vtkMRMLColorTableNode()
     table.SetTypeToUser()
     table.SetNumberOfColors(max(scheme.values) + 1)
     table.SetColor(scheme.background_value, "Background", 0.0, 0.0, 0.0, 0.0)
     for segment_class in scheme.classes:
-        table.SetColor(segment_class.value, segment_class.name, *segment_class.color, 1.0)
+        name = entry_names.get(segment_class.name, segment_class.name)
+        table.SetColor(segment_class.value, name, *segment_class.color, 1.0)
     return table
 
 
@@ -124,29 +156,46 @@ def _check_label_values(array: np.ndarray) -> None:
         )
 
 
-def _check_segment_names(segmentation_node: slicer.vtkMRMLSegmentationNode) -> None:
+def _standard_names(
+    segmentation_node: slicer.vtkMRMLSegmentationNode, segment_names: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Segment id -> standard name, through ``segment_names`` where given; unknown or doubled names are errors."""
     scheme = label_scheme()
+    segment_names = dict(segment_names or {})
+    bad_targets = sorted(set(segment_names.values()) - set(scheme.names))
+    if bad_targets:
+        raise ValueError(
+            f"The segment name map points to {bad_targets}, which are not standard names ({', '.join(scheme.names)})."
+        )
     segmentation = segmentation_node.GetSegmentation()
-    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
-    unknown = sorted(set(names) - set(scheme.names))
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    names = {segment_id: segmentation.GetSegment(segment_id).GetName() for segment_id in ids}
+    standard = {segment_id: segment_names.get(name, name) for segment_id, name in names.items()}
+    unknown = sorted({names[i] for i, name in standard.items() if name not in scheme.names})
     if unknown:
+        aliases = f" or give a name map (known aliases: {', '.join(sorted(segment_names))})" if segment_names else ""
         raise ValueError(
             f"Segmentation {segmentation_node.GetName()!r} has segments {unknown} that are not standard; "
-            f"rename them to one of {', '.join(scheme.names)}."
+            f"rename them to one of {', '.join(scheme.names)}{aliases}."
         )
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    targets = list(standard.values())
+    duplicates = sorted({name for name in targets if targets.count(name) > 1})
     if duplicates:
         raise ValueError(f"Segmentation {segmentation_node.GetName()!r} has more than one segment named {duplicates}.")
+    return standard
 
 
 def _export_by_name(
-    segmentation_node: slicer.vtkMRMLSegmentationNode, reference_node: slicer.vtkMRMLVolumeNode | None
+    segmentation_node: slicer.vtkMRMLSegmentationNode,
+    reference_node: slicer.vtkMRMLVolumeNode | None,
+    standard_names: dict[str, str],
 ) -> slicer.vtkMRMLLabelMapVolumeNode:
     """A new label map node (for the caller to remove) holding the standard value of each
-    segment's name, on ``reference_node``'s grid or, without one, on the segmentation's
-    reference grid extended to every segment."""
+    segment in ``standard_names`` (segment id -> standard name), on ``reference_node``'s grid
+    or, without one, on the segmentation's reference grid extended to every segment."""
     segmentation = segmentation_node.GetSegmentation()
-    segment_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    segment_ids = list(standard_names)
+    entry_names = {standard: segmentation.GetSegment(i).GetName() for i, standard in standard_names.items()}
     extent = (
         slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
         if reference_node is not None
@@ -155,7 +204,7 @@ def _export_by_name(
     scene = segmentation_node.GetScene()
     labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} labels")
     exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-        segmentation_node, segment_ids, labelmap_node, reference_node, extent, standard_color_table()
+        segmentation_node, segment_ids, labelmap_node, reference_node, extent, standard_color_table(entry_names)
     )
     if not exported:
         raise RuntimeError(f"Exporting segmentation {segmentation_node.GetName()!r} to a label map failed.")

@@ -1,0 +1,64 @@
+"""A prediction becomes the segmentation node to correct: names, colours, values, geometry, re-runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from SternumSSMLib.anatomy import label_scheme
+from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
+from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
+from SternumSSMLib.prediction_nodes import prediction_record, show_prediction
+from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
+from SternumSSMLib.volume_nodes import volume_node_from_volume
+
+SCHEME = label_scheme()
+
+
+@pytest.fixture(scope="module")
+def oblique_flipped():
+    direction = rotation_matrix([1.0, 0.3, 0.2], 15.0) @ orientation_direction("ARS")
+    return generate_phantom(with_orientation(PhantomParameters(spacing=(3.0, 2.5, 3.5)), direction))
+
+
+def standard_segments(node) -> dict[str, tuple[float, float, float]]:
+    segmentation = node.GetSegmentation()
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    return {s.GetName(): tuple(round(c, 3) for c in s.GetColor()) for s in segments}
+
+
+def test_prediction_node_has_standard_segments_on_the_ct_grid(mrml_scene, oblique_flipped):
+    ct = volume_node_from_volume(mrml_scene, oblique_flipped.image, "CT")
+    node = show_prediction(mrml_scene, oblique_flipped.labels, ct, record={"model_sha256": "abc"})
+    assert standard_segments(node) == {c.name: tuple(round(v, 3) for v in c.color) for c in SCHEME.classes}
+    segmentation = node.GetSegmentation()
+    for name in SCHEME.names:
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name))
+        assert segment.GetTerminology() == SCHEME.terminology(name)
+    back = labelmap_from_segmentation(node, oblique_flipped.image.geometry)
+    np.testing.assert_array_equal(back.array, oblique_flipped.labels.array)
+    assert prediction_record(node) == {"model_sha256": "abc"}
+    assert node.GetNodeReference("SternumSSM.SourceVolume") is ct
+
+
+def test_rerun_replace_and_update_never_duplicate(mrml_scene, oblique_flipped):
+    ct = volume_node_from_volume(mrml_scene, oblique_flipped.image, "CT")
+    first = show_prediction(mrml_scene, oblique_flipped.labels, ct)
+    notes_id = first.GetSegmentation().AddEmptySegment("", "Reviewer notes")
+    smaller = oblique_flipped.labels.array.copy()
+    smaller[smaller == SCHEME.by_name("Xiphoid").value] = 0
+    updated = show_prediction(
+        mrml_scene, Volume(smaller, oblique_flipped.labels.geometry), ct, existing=first, mode="update"
+    )
+    assert updated is first
+    names = sorted(standard_segments(updated))
+    assert names == sorted(["Manubrium", "Sternal_body", "Cartilage", "Reviewer notes"])
+    assert updated.GetSegmentation().GetSegment(notes_id) is not None
+    updated.GetSegmentation().RemoveSegment(notes_id)  # export accepts standard names only
+    np.testing.assert_array_equal(labelmap_from_segmentation(updated, oblique_flipped.image.geometry).array, smaller)
+
+    replaced = show_prediction(mrml_scene, oblique_flipped.labels, ct, existing=updated, mode="replace")
+    assert replaced is not first and not mrml_scene.IsNodePresent(first)
+    assert sorted(standard_segments(replaced)) == sorted(SCHEME.names)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    with pytest.raises(ValueError, match="update"):
+        show_prediction(mrml_scene, oblique_flipped.labels, ct, existing=replaced, mode="merge")
