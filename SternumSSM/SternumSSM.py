@@ -130,12 +130,16 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        # No segmentation runs yet. The buttons stay visible but disabled, and say why.
-        pending = _("Segmentation arrives with the nnU-Net issue")
-        for button in (self.ui.segmentButton, self.ui.cancelButton):
-            button.enabled = False
-            button.toolTip = pending
-        self.ui.statusLabel.text = pending
+        # The worker process reports through a queue; this timer drains it on the GUI thread.
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(200)
+        self.pollTimer.connect("timeout()", self.onPollWorker)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.enabled = False
+        # The worker returns labels only so far; the overlay needs the uncertainty volume passed back too.
+        self.ui.showUncertaintyCheckBox.enabled = False
+        self.ui.showUncertaintyCheckBox.toolTip = _("The uncertainty overlay is not wired into the module yet.")
 
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.suggestCaseIdButton.connect("clicked(bool)", self.onSuggestCaseId)
@@ -144,6 +148,8 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self.pollTimer.stop()
+        self.logic.cancelSegmentation()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -176,6 +182,43 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateExportPlan)
             self.updateExportPlan()
+
+    def onSegmentButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            self.logic.startSegmentation(self._parameterNode)
+            self.ui.qaFlagsListWidget.clear()
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Loading the model and segmenting...")
+            self.ui.segmentButton.enabled, self.ui.cancelButton.enabled = False, True
+            self.pollTimer.start()
+
+    def onCancelButton(self) -> None:
+        self.logic.cancelSegmentation()
+        self.stopPolling(_("Cancelled."))
+
+    def stopPolling(self, status: str) -> None:
+        self.pollTimer.stop()
+        self.ui.segmentButton.enabled, self.ui.cancelButton.enabled = True, False
+        self.ui.statusLabel.text = status
+
+    def onPollWorker(self) -> None:
+        for message in self.logic.pollSegmentation():
+            event = message["event"]
+            if event == "progress":
+                self.ui.progressBar.value = int(100 * message["done"] / max(message["total"], 1))
+            elif event == "done":
+                with slicer.util.tryWithErrorDisplay(_("Cannot show the segmentation."), waitCursor=True):
+                    segmentationNode = self.logic.showResult(message, self._parameterNode)
+                    for flag in message["flags"]:
+                        self.ui.qaFlagsListWidget.addItem(flag["message"])
+                    self.stopPolling(_("Done in {seconds:.0f} s.").format(seconds=message["record"]["total_seconds"]))
+                    self.logic.openSegmentEditor(segmentationNode, self._parameterNode.inputVolume)
+            elif event in ("error", "exit"):
+                detail = message.get("message") or "\n".join(message.get("stderr", []))
+                self.stopPolling(_("Segmentation failed."))
+                slicer.util.errorDisplay(_("Segmentation failed: {detail}").format(detail=detail))
 
     def updateExportPlan(self, caller=None, event=None) -> None:
         """Say what an export would write, and enable the button only when it can run."""
@@ -218,9 +261,83 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.worker = None
+        self.workerSettings = None
 
     def getParameterNode(self) -> SternumSSMParameterNode:
         return SternumSSMParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self) -> bool:
+        """torch through the PyTorch extension, nnunetv2 through pip; asks first, never at import."""
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            import PyTorchUtils
+
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled() and not torchLogic.installTorch(askConfirmation=True):
+                return False
+        if importlib.util.find_spec("nnunetv2") is None:
+            if not slicer.util.confirmOkCancelDisplay(_("SternumSSM needs nnunetv2 (about 100 MB). Install it now?")):
+                return False
+            slicer.util.pip_install("nnunetv2==2.8.1")
+        return True
+
+    def modelFolder(self, parameterNode: SternumSSMParameterNode) -> Path:
+        from SternumSSMLib.segmentation_inference import BUNDLED_MODEL
+
+        chosen = str(parameterNode.modelFolder or "")
+        return BUNDLED_MODEL if chosen in ("", ".") else Path(chosen)
+
+    def startSegmentation(self, parameterNode: SternumSSMParameterNode) -> None:
+        """Write the CT to a temporary NRRD and hand it to the worker, which keeps the model loaded."""
+        from SternumSSMLib.case_files import write_volume
+        from SternumSSMLib.roi import Box
+        from SternumSSMLib.segmentation_worker import SegmentationWorker
+        from SternumSSMLib.volume_nodes import volume_from_node
+
+        if not parameterNode.inputVolume:
+            raise ValueError(_("Choose the CT volume to segment."))
+        settings = (self.modelFolder(parameterNode), parameterNode.preset, parameterNode.device)
+        if self.worker is None or settings != self.workerSettings:
+            self.cancelSegmentation()
+            self.worker, self.workerSettings = SegmentationWorker(*settings), settings
+        folder = Path(slicer.util.tempDirectory("SternumSSM"))
+        write_volume(volume_from_node(parameterNode.inputVolume), folder / "ct.nrrd")
+        roi = None
+        if parameterNode.roi:
+            bounds = [0.0] * 6
+            parameterNode.roi.GetRASBounds(bounds)
+            box = Box.from_ras_bounds(bounds)
+            roi = [*box.lo_lps.tolist(), *box.hi_lps.tolist()]
+        self.worker.submit(folder / "ct.nrrd", folder / "labels.nrrd", roi)
+
+    def pollSegmentation(self) -> list:
+        return self.worker.poll() if self.worker is not None else []
+
+    def cancelSegmentation(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def showResult(self, message: dict, parameterNode: SternumSSMParameterNode) -> vtkMRMLSegmentationNode:
+        """Read the worker's label map and make (or replace) the segmentation node for this CT."""
+        import SimpleITK as sitk
+        from SternumSSMLib.geometry import Volume
+        from SternumSSMLib.prediction_nodes import show_prediction
+
+        labels = Volume.from_sitk(sitk.ReadImage(message["output"]))
+        existing = None
+        for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
+            if node.GetNodeReference("SternumSSM.SourceVolume") is parameterNode.inputVolume:
+                existing = node
+        record = message["record"] | {"qa_flags": message["flags"]}
+        return show_prediction(slicer.mrmlScene, labels, parameterNode.inputVolume, record, existing, mode="replace")
+
+    def openSegmentEditor(self, segmentationNode: vtkMRMLSegmentationNode, volumeNode: vtkMRMLScalarVolumeNode) -> None:
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentationNode)
+        editor.setSourceVolumeNode(volumeNode)
 
     def suggestCaseId(self, datasetFolder: Path | None) -> str:
         from SternumSSMLib.dataset import suggest_case_id

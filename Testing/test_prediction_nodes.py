@@ -7,7 +7,7 @@ import pytest
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
-from SternumSSMLib.prediction_nodes import prediction_record, show_prediction
+from SternumSSMLib.prediction_nodes import UNEDITED_PREDICTION_ATTRIBUTE, prediction_record, show_prediction
 from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
 from SternumSSMLib.volume_nodes import volume_node_from_volume
 
@@ -59,6 +59,11 @@ def test_rerun_replace_and_update_never_duplicate(mrml_scene, oblique_flipped):
     replaced = show_prediction(mrml_scene, oblique_flipped.labels, ct, existing=updated, mode="replace")
     assert replaced is not first and not mrml_scene.IsNodePresent(first)
     assert sorted(standard_segments(replaced)) == sorted(SCHEME.names)
-    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    unedited = mrml_scene.GetNodeByID(replaced.GetAttribute(UNEDITED_PREDICTION_ATTRIBUTE))
+    np.testing.assert_array_equal(
+        labelmap_from_segmentation(unedited, oblique_flipped.image.geometry).array, oblique_flipped.labels.array
+    )
+    # The result and its hidden unedited copy: nothing left over from the first two runs.
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
     with pytest.raises(ValueError, match="update"):
         show_prediction(mrml_scene, oblique_flipped.labels, ct, existing=replaced, mode="merge")

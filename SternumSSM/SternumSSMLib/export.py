@@ -34,6 +34,7 @@ from .dataset import (
 )
 from .geometry import CoordinateSystem, PointSet, Volume
 from .landmark_files import write_landmarks_csv
+from .prediction_nodes import UNEDITED_PREDICTION_ATTRIBUTE, prediction_record
 from .provenance import (
     folder_sha256,
     landmark_displacement,
@@ -45,7 +46,8 @@ from .provenance import (
 )
 
 # Node attributes through which the segmentation and landmark steps tell the export what they predicted.
-PREDICTION_SEGMENTATION_ID = "SternumSSM.PredictionSegmentationID"  # node holding the unedited prediction
+# The node holding the unedited prediction; prediction_nodes sets it when it shows a result.
+PREDICTION_SEGMENTATION_ID = UNEDITED_PREDICTION_ATTRIBUTE
 PREDICTION_FILE = "SternumSSM.PredictionFile"  # or the prediction on disk (.seg.nrrd or label map)
 PREDICTION_MARKUPS_ID = "SternumSSM.PredictionMarkupsID"  # on the landmarks node: the predicted points
 MODEL_FOLDER = "SternumSSM.ModelFolder"
@@ -362,15 +364,13 @@ def prediction_from_scene(segmentation_node, landmarks_node, image: Volume) -> P
             predicted_landmarks = landmark_points(predicted_node, "LPS")
     # The segmentation step stores its run record (model hash, preset, ...) as JSON on the node it
     # creates; the single attributes above, where set, take precedence.
-    from .prediction_nodes import prediction_record
-
     record = prediction_record(segmentation_node) or {}
     from_record = {MODEL_FOLDER: "model_folder", MODEL_SHA256: "model_sha256", PRESET: "preset",
                    PREDICTED_AT: "predicted_at", POSTPROCESSING: "postprocessing", QA_FLAGS: "qa_flags"}  # fmt: skip
     metadata = {}
     for key, record_key in from_record.items():
         value = attribute(key) if attribute(key) else record.get(record_key)
-        metadata[key] = json.dumps(value) if isinstance(value, list) else value
+        metadata[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
     if labels is None and predicted_landmarks is None and not any(metadata.values()):
         return None
     return Prediction(

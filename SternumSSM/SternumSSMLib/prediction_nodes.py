@@ -20,6 +20,7 @@ from .mrml import scratch_nodes
 from .segmentation_nodes import segmentation_from_labelmap
 
 RECORD_ATTRIBUTE = "SternumSSM.PredictionRecord"
+UNEDITED_PREDICTION_ATTRIBUTE = "SternumSSM.PredictionSegmentationID"
 RerunMode = Literal["replace", "update"]
 
 
@@ -41,13 +42,29 @@ def show_prediction(
             _swap_standard_segments(node, segmentation_from_labelmap(scene, labels, name=name))
     else:
         if existing is not None:
-            scene.RemoveNode(existing)
+            unedited = scene.GetNodeByID(existing.GetAttribute(UNEDITED_PREDICTION_ATTRIBUTE) or "")
+            for stale in (unedited, existing):
+                if stale is not None:
+                    scene.RemoveNode(stale)
         node = segmentation_from_labelmap(scene, labels, name=name)
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
     node.SetNodeReferenceID("SternumSSM.SourceVolume", reference_volume_node.GetID())
     if record is not None:
         node.SetAttribute(RECORD_ATTRIBUTE, json.dumps(record))
+    _keep_unedited_copy(scene, node, labels, name)
     return node
+
+
+def _keep_unedited_copy(scene, node, labels: Volume, name: str) -> None:
+    """A hidden copy of the prediction, so the export can measure how much the annotator changed."""
+    previous = scene.GetNodeByID(node.GetAttribute(UNEDITED_PREDICTION_ATTRIBUTE) or "")
+    if previous is not None:
+        scene.RemoveNode(previous)
+    copy = segmentation_from_labelmap(scene, labels, name=f"{name} (unedited prediction)")
+    copy.SetHideFromEditors(True)
+    if copy.GetDisplayNode() is not None:
+        copy.GetDisplayNode().SetVisibility(False)
+    node.SetAttribute(UNEDITED_PREDICTION_ATTRIBUTE, copy.GetID())
 
 
 def prediction_record(node: slicer.vtkMRMLSegmentationNode) -> dict | None:

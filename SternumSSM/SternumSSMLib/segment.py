@@ -56,7 +56,7 @@ def segment_ct(
             )
     flags = qa_flags(cleaned)
     record = prediction.record | {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "predicted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "roi_lps": None if roi is None else {"lo": roi.lo_lps.tolist(), "hi": roi.hi_lps.tolist()},
         "postprocessing": postprocessing,
         "volumes_ml": {name: round(value, 3) for name, value in class_volumes_ml(cleaned).items()},
