@@ -22,7 +22,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .anatomy import label_scheme
+from .dataset import nnunet_labels
 from .phantom import generate_phantom, random_parameters
 
 DATASET_ID = 801
@@ -48,13 +48,6 @@ class DemoTrainingSettings:
     threads: int = 2
 
 
-def nnunet_dataset_json(num_training: int, file_ending: str = FILE_ENDING) -> dict:
-    """dataset.json (nnU-Net v2) for CT with our standard label values."""
-    scheme = label_scheme()
-    labels = {"background": scheme.background_value} | {c.name: c.value for c in scheme.classes}
-    return {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": num_training, "file_ending": file_ending}
-
-
 def write_phantom_raw_dataset(raw_root: Path, settings: DemoTrainingSettings) -> Path:
     """Phantom cases in nnU-Net's raw layout: imagesTr/<case>_0000.nrrd, labelsTr/<case>.nrrd, dataset.json."""
     folder = raw_root / DATASET_NAME
@@ -67,7 +60,13 @@ def write_phantom_raw_dataset(raw_root: Path, settings: DemoTrainingSettings) ->
         case = f"phantom{seed:04d}"
         sitk.WriteImage(phantom.image.to_sitk(), str(folder / "imagesTr" / f"{case}_0000{FILE_ENDING}"), True)
         sitk.WriteImage(phantom.labels.to_sitk(), str(folder / "labelsTr" / f"{case}{FILE_ENDING}"), True)
-    (folder / "dataset.json").write_text(json.dumps(nnunet_dataset_json(settings.training_cases), indent=1))
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": nnunet_labels(),
+        "numTraining": settings.training_cases,
+        "file_ending": FILE_ENDING,
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
     return folder
 
 
