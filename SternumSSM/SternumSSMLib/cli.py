@@ -213,6 +213,37 @@ def _add_dataset_commands(commands) -> None:
     summary.set_defaults(run=command_dataset_summary)
 
 
+def command_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folders, markdown_tables, write_evaluation
+
+    evaluation = evaluate_folders(
+        args.predictions,
+        args.reference,
+        coordinate_system=args.coordinate_system,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    paths = write_evaluation(evaluation, args.output, overwrite=args.overwrite)
+    print(markdown_tables(evaluation), end="")
+    print("Wrote " + ", ".join(str(path) for path in paths), file=sys.stderr)
+    return 0
+
+
+def _add_evaluate_command(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="compare predicted segmentations and landmarks with the reference (the study's tables)"
+    )
+    evaluate.add_argument("--predictions", required=True, help="<case>.seg.nrrd / .nrrd / .nii.gz and <case>.csv")
+    evaluate.add_argument(
+        "--reference", required=True, help="dataset or folder: labelsTr/ (or labels/, or itself), landmarks/"
+    )
+    evaluate.add_argument("--output", required=True, help="folder for evaluation.md, segmentation.csv, landmarks.csv")
+    evaluate.add_argument(
+        "--coordinate-system", choices=("LPS", "RAS"), help="of landmark CSVs that do not declare one"
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --output")
+    evaluate.set_defaults(run=command_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sternum-ssm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dataset_commands(commands)
     add_predict_parser(commands)
+    _add_evaluate_command(commands)
+    from SternumLandmarksLib.landmark_commands import add_landmark_parsers
+
+    add_landmark_parsers(commands)
     return parser
 
 

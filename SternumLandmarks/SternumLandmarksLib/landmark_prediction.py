@@ -1,0 +1,197 @@
+"""Landmarks from a segmentation with a trained SpatialConfiguration-Net.
+
+Each heatmap's argmax is refined below the voxel size by fitting a parabola to the
+logarithm of the peak and its two neighbours along each axis (exact for a Gaussian peak).
+Grid indices map to LPS through the network grid (origin, isotropic spacing, identity
+direction); ``LandmarkPrediction.points("RAS")`` gives RAS.
+
+Confidence, in [0, 1], is the product of two heatmap properties:
+- height: the peak value over the peak of the landmark's target Gaussian (its learnt sigma);
+- separation: 1 - (highest value farther than 3 sigma from the peak) / peak, low when the
+  heatmap has a second mode, which is how the study's duplicate failures look along the
+  repetitive sternal body.
+Points below ``placed_above`` stay unplaced (NaN); points below ``confident_above`` are
+placed but reported as low confidence. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from SternumSSMLib.geometry import CoordinateSystem, PointSet, Volume
+
+from .landmark_preprocessing import NetworkGrid, prepare_case
+from .scn_config import SCNConfig
+from .scn_model import HeatmapRenderer, load_model_folder
+
+BUNDLED_LANDMARK_MODEL = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "SternumLandmarksDemo"
+
+
+def refine_peaks(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, J, I) heatmaps to sub-voxel (k, j, i) peak positions (N, 3) and the peak values (N,)."""
+    count = heatmaps.shape[0]
+    flat = heatmaps.reshape(count, -1)
+    best = flat.argmax(axis=1)
+    peaks = flat[np.arange(count), best]
+    indices = np.stack(np.unravel_index(best, heatmaps.shape[1:]), axis=1).astype(float)
+    refined = indices.copy()
+    for landmark in range(count):
+        if peaks[landmark] <= 0:
+            continue
+        centre = indices[landmark].astype(int)
+        for axis in range(3):
+            if centre[axis] == 0 or centre[axis] == heatmaps.shape[axis + 1] - 1:
+                continue
+            values = []
+            for step in (-1, 0, 1):
+                position = centre.copy()
+                position[axis] += step
+                values.append(heatmaps[(landmark, *position)])
+            low, mid, high = np.log(np.maximum(values, peaks[landmark] * 1e-6))
+            curvature = low - 2 * mid + high
+            if curvature < 0:
+                refined[landmark, axis] += float(np.clip(0.5 * (low - high) / curvature, -0.5, 0.5))
+    return refined, peaks
+
+
+def peak_separation(heatmaps: np.ndarray, peaks_kji: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """1 - (max beyond ``radii`` voxels of each peak) / peak, clipped to [0, 1]."""
+    grids = np.indices(heatmaps.shape[1:], dtype=np.float32)
+    separation = np.zeros(len(heatmaps))
+    for landmark, heatmap in enumerate(heatmaps):
+        peak = heatmap.max()
+        if peak <= 0:
+            continue
+        distance2 = sum((grids[axis] - peaks_kji[landmark, axis]) ** 2 for axis in range(3))
+        outside = heatmap[distance2 > radii[landmark] ** 2]
+        second = float(outside.max()) if outside.size else 0.0
+        separation[landmark] = np.clip(1.0 - max(second, 0.0) / peak, 0.0, 1.0)
+    return separation
+
+
+def find_duplicates(points: np.ndarray, names: tuple[str, ...], distance_mm: float) -> list[tuple[str, str, float]]:
+    """Pairs of defined points (any one coordinate system, mm) closer than ``distance_mm``."""
+    pairs = []
+    defined = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    for position, first in enumerate(defined):
+        for second in defined[position + 1 :]:
+            distance = float(np.linalg.norm(points[first] - points[second]))
+            if distance < distance_mm:
+                pairs.append((names[first], names[second], distance))
+    return pairs
+
+
+@dataclass(frozen=True)
+class LandmarkPrediction:
+    """Predicted landmarks in protocol order, in LPS, with per-landmark confidence and flags."""
+
+    landmarks_lps: PointSet
+    confidence: np.ndarray
+    placed: np.ndarray
+    confident: np.ndarray
+    duplicates: tuple[tuple[str, str, float], ...]
+    record: dict = field(default_factory=dict)
+
+    def points(self, coordinate_system: CoordinateSystem = "LPS") -> PointSet:
+        """The landmarks in ``coordinate_system``; unplaced ones are NaN rows."""
+        return self.landmarks_lps.to(coordinate_system)
+
+    @property
+    def duplicate_ids(self) -> set[str]:
+        return {name for pair in self.duplicates for name in pair[:2]}
+
+    def flags(self) -> list[str]:
+        """Human-readable problems: unplaced, low confidence, duplicates."""
+        names = self.landmarks_lps.names
+        messages = [f"{names[i]} not placed (confidence {self.confidence[i]:.2f}); place it by hand."
+                    for i in np.flatnonzero(~self.placed)]
+        messages += [f"{names[i]} low confidence ({self.confidence[i]:.2f}); check its position."
+                     for i in np.flatnonzero(self.placed & ~self.confident)]
+        messages += [f"{first} and {second} are {distance:.1f} mm apart: probably one anatomical point "
+                     "predicted twice; move the wrong one." for first, second, distance in self.duplicates]
+        return messages
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class LandmarkPredictionCancelled(Exception):  # noqa: N818 - reads as what happened, like KeyboardInterrupt
+    pass
+
+
+class LandmarkModel:
+    """A trained landmark model folder, loaded once and reused for many cases."""
+
+    def __init__(self, folder: Path | str = BUNDLED_LANDMARK_MODEL, device: str = "cpu") -> None:
+        self.folder = Path(folder)
+        self.network, self.renderer, self.config, self.landmark_ids, self.record = load_model_folder(self.folder)
+        self.device = torch.device(device)
+        self.network.to(self.device)
+
+    def heatmaps(self, mask: np.ndarray) -> np.ndarray:
+        """The network's (N, K, J, I) heatmaps for one [K, J, I] mask on the network grid."""
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None].to(self.device)
+            return self.network(tensor)[0].cpu().numpy()
+
+    def predict(
+        self,
+        labels: Volume,
+        progress: ProgressCallback | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> LandmarkPrediction:
+        """Landmarks (LPS) for the manubrium and sternal body in ``labels`` (any orientation)."""
+        started = time.perf_counter()
+        report = progress or (lambda fraction, text: None)
+        report(0.0, "Resampling the mask")
+        case = prepare_case("input", labels, None, self.config)
+        if cancel is not None and cancel():
+            raise LandmarkPredictionCancelled("Landmark placement cancelled.")
+        report(0.2, "Running the landmark network")
+        heatmaps = self.heatmaps(case.mask)
+        if cancel is not None and cancel():
+            raise LandmarkPredictionCancelled("Landmark placement cancelled.")
+        report(0.8, "Reading the heatmaps")
+        prediction = self.decode(heatmaps, case.grid)
+        prediction.record["seconds"] = time.perf_counter() - started
+        report(1.0, "Done")
+        return prediction
+
+    def decode(self, heatmaps: np.ndarray, grid: NetworkGrid) -> LandmarkPrediction:
+        prediction = decode_heatmaps(heatmaps, grid, self.renderer, self.config, self.landmark_ids)
+        prediction.record["model_folder"] = str(self.folder)
+        return prediction
+
+
+def decode_heatmaps(
+    heatmaps: np.ndarray, grid: NetworkGrid, renderer: HeatmapRenderer, config: SCNConfig, landmark_ids: tuple[str, ...]
+) -> LandmarkPrediction:
+    """Heatmaps on ``grid`` to positions (LPS), confidence, placement and duplicate flags."""
+    peaks_kji, peak_values = refine_peaks(heatmaps)
+    expected = renderer.peak_heights().detach().numpy()
+    height = np.clip(peak_values / expected, 0.0, 1.0)
+    sigmas = renderer.sigmas.detach().numpy()
+    confidence = height * peak_separation(heatmaps, peaks_kji, 3.0 * np.abs(sigmas))
+    placed = confidence >= config.placed_above
+    positions = grid.index_to_lps(peaks_kji)
+    positions[~placed] = np.nan
+    landmarks = PointSet(names=landmark_ids, positions=positions, coordinate_system="LPS")
+    duplicates = tuple(find_duplicates(positions, landmark_ids, config.duplicate_distance_mm))
+    record = {
+        "spacing_mm": config.spacing_mm,
+        "grid_origin_lps": grid.origin_lps.tolist(),
+        "grid_shape_kji": list(grid.shape_kji),
+    }
+    return LandmarkPrediction(
+        landmarks_lps=landmarks,
+        confidence=confidence,
+        placed=placed,
+        confident=confidence >= config.confident_above,
+        duplicates=duplicates,
+        record=record,
+    )

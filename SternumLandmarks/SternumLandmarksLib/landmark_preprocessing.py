@@ -1,0 +1,150 @@
+"""From a label map to the landmark network's input, and coordinate-space augmentation.
+
+The network sees the binary mask of manubrium plus sternal body resampled onto an
+LPS-aligned grid of isotropic voxels, centred on the mask's bounding box. Because the grid
+is aligned with LPS whatever the scan's direction, an oblique or flipped scan gives the
+same input as an axial one. Grid indices are continuous (k, j, i) = (S, P, L) voxel
+coordinates: index ``(k, j, i)`` sits at LPS ``origin + spacing * (i, j, k)``.
+
+Augmentation draws one affine transform, resamples the mask through it once, and maps the
+landmark coordinates through the exact inverse, so the target heatmaps are rendered at
+exactly the right place (the study warped the heatmaps instead, which shifts them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from SternumSSMLib.anatomy import label_scheme
+from SternumSSMLib.geometry import ImageGeometry, Volume
+
+from .scn_config import AugmentationConfig, SCNConfig
+
+MASK_STRUCTURES = ("Manubrium", "Sternal_body")
+
+
+class EmptyMaskError(ValueError):
+    """The segmentation holds no manubrium and no sternal body."""
+
+
+def sternum_mask(labels: Volume) -> np.ndarray:
+    """Boolean [k, j, i] mask of manubrium plus sternal body, from the anatomy's label values."""
+    scheme = label_scheme()
+    values = [scheme.by_name(name).value for name in MASK_STRUCTURES]
+    return np.isin(labels.array, values)
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """The LPS-aligned, isotropic grid the network works on; ``shape_kji`` is the array shape."""
+
+    origin_lps: np.ndarray
+    spacing_mm: float
+    shape_kji: tuple[int, int, int]
+
+    def index_to_lps(self, kji: np.ndarray) -> np.ndarray:
+        """Continuous (k, j, i) grid indices, shape (N, 3), to LPS millimetres."""
+        kji = np.asarray(kji, float).reshape(-1, 3)
+        return self.origin_lps + self.spacing_mm * kji[:, ::-1]
+
+    def lps_to_index(self, points_lps: np.ndarray) -> np.ndarray:
+        """LPS millimetres, shape (N, 3), to continuous (k, j, i) grid indices."""
+        points_lps = np.asarray(points_lps, float).reshape(-1, 3)
+        return ((points_lps - self.origin_lps) / self.spacing_mm)[:, ::-1]
+
+    @property
+    def geometry(self) -> ImageGeometry:
+        return ImageGeometry(
+            origin_lps=self.origin_lps,
+            spacing=(self.spacing_mm,) * 3,
+            direction_lps=np.eye(3),
+            size=self.shape_kji[::-1],
+        )
+
+
+def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
+    """The grid for this case: centred on the bounding box (in LPS) of the manubrium and body mask.
+
+    Raises EmptyMaskError when there is neither manubrium nor body.
+    """
+    mask = sternum_mask(labels)
+    if not mask.any():
+        raise EmptyMaskError(
+            "The segmentation has no manubrium and no sternal body, so there is nothing to place landmarks on; "
+            "segment the CT first (SternumSSM) or paint these segments in the Segment Editor."
+        )
+    # Voxel centres in LPS, not the index box, so an oblique scan gives the same centre as an axial one.
+    points = labels.geometry.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))
+    centre = (points.min(axis=0) + points.max(axis=0)) / 2.0
+    half_extent = (np.array(config.grid_shape_kji[::-1], float) - 1.0) / 2.0 * config.spacing_mm
+    return NetworkGrid(origin_lps=centre - half_extent, spacing_mm=config.spacing_mm, shape_kji=config.grid_shape_kji)
+
+
+def resample_mask(labels: Volume, grid: NetworkGrid) -> np.ndarray:
+    """The manubrium and body mask on ``grid`` as float32 [k, j, i] in [0, 1] (linear interpolation)."""
+    mask = sitk.GetImageFromArray(sternum_mask(labels).astype(np.float32))
+    labels.geometry.copy_to_sitk(mask)
+    reference = sitk.Image([int(size) for size in grid.shape_kji[::-1]], sitk.sitkFloat32)
+    grid.geometry.copy_to_sitk(reference)
+    resampled = sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """An affine map from output grid index to input grid index: ``input = matrix @ output + offset``.
+
+    Both in (k, j, i) order. ``image`` resamples an array through it once; ``points`` maps
+    input-grid coordinates to output-grid coordinates with the exact inverse.
+    """
+
+    matrix: np.ndarray
+    offset: np.ndarray
+
+    def image(self, array: np.ndarray, order: int = 1) -> np.ndarray:
+        return ndimage.affine_transform(array, self.matrix, self.offset, order=order, mode="constant", cval=0.0)
+
+    def points(self, kji: np.ndarray) -> np.ndarray:
+        kji = np.asarray(kji, float).reshape(-1, 3)
+        return (np.linalg.solve(self.matrix, (kji - self.offset).T)).T
+
+    @classmethod
+    def identity(cls) -> Augmentation:
+        return cls(np.eye(3), np.zeros(3))
+
+
+def random_augmentation(
+    rng: np.random.Generator, shape_kji: tuple[int, int, int], settings: AugmentationConfig
+) -> Augmentation:
+    """A random rotation (about a random axis), isotropic scale and translation about the grid centre."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(rng.uniform(-settings.rotation_deg, settings.rotation_deg))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+    scale = rng.uniform(*settings.scale_range)
+    translation = rng.uniform(-settings.translation_voxels, settings.translation_voxels, size=3)
+    centre = (np.array(shape_kji, float) - 1.0) / 2.0
+    # Output voxel o samples input voxel centre + (R / s)(o - centre) + t: the anatomy grows by s.
+    matrix = rotation / scale
+    return Augmentation(matrix=matrix, offset=centre - matrix @ centre + translation)
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """One case on its network grid: the mask array and the landmarks as grid indices (NaN = missing)."""
+
+    case_id: str
+    grid: NetworkGrid
+    mask: np.ndarray
+    landmarks_kji: np.ndarray
+
+
+def prepare_case(case_id: str, labels: Volume, landmarks_lps: np.ndarray | None, config: SCNConfig) -> PreparedCase:
+    """Grid, resampled mask and (when given) landmark grid indices for one case; landmarks in LPS mm."""
+    grid = network_grid(labels, config)
+    kji = np.full((0, 3), np.nan) if landmarks_lps is None else grid.lps_to_index(landmarks_lps)
+    return PreparedCase(case_id=case_id, grid=grid, mask=resample_mask(labels, grid), landmarks_kji=kji)

@@ -1,0 +1,322 @@
+"""Train the landmark SpatialConfiguration-Net on label maps with landmarks.
+
+Cases come from a dataset folder written by the export (``labelsTr/<case>`` plus
+``landmarks/<case>.csv``) or from generated phantoms. Every sample gets one random
+coordinate-space augmentation (see ``landmark_preprocessing``). After each validation the
+network with the best validation mean inter-point error (IPE) is written as the model
+folder (``config.json`` + ``model.pth``), as the study kept its best checkpoint.
+``training_log.csv`` gets one row per epoch and ``training_curves.png`` plots it.
+``checkpoint_last.pth`` holds everything needed to resume after an interruption.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from SternumSSMLib.anatomy import default_protocol
+from SternumSSMLib.atomic import atomic_output_path, write_text_atomic
+from SternumSSMLib.geometry import PointSet, Volume
+
+from .landmark_prediction import refine_peaks
+from .landmark_preprocessing import PreparedCase, prepare_case, random_augmentation
+from .scn_config import SCNConfig
+from .scn_model import (
+    CONFIG_FILE,
+    HeatmapRenderer,
+    build_network,
+    learning_rate_factor,
+    make_optimizer,
+    save_model_folder,
+    scn_loss,
+)
+
+RESUME_FILE = "checkpoint_last.pth"
+LOG_FILE = "training_log.csv"
+PLOT_FILE = "training_curves.png"
+LOG_COLUMNS = ("epoch", "learning_rate", "train_loss", "sigma_mean", "val_mean_ipe_mm", "val_median_ipe_mm", "seconds")
+
+
+@dataclass(frozen=True)
+class LandmarkCase:
+    """A label map and its landmarks (LPS, protocol order, NaN = missing)."""
+
+    case_id: str
+    labels: Volume
+    landmarks: PointSet
+
+
+def read_dataset_cases(folder: Path | str, case_ids: list[str] | None = None) -> list[LandmarkCase]:
+    """Training cases of a dataset folder: ``labelsTr/<case><ending>`` with ``landmarks/<case>.csv``.
+
+    Cases without a landmark file are skipped (they still train the segmentation).
+    """
+    import SimpleITK as sitk
+    from SternumSSMLib.landmark_files import read_landmarks_csv
+
+    folder = Path(folder)
+    labels_folder, landmarks_folder = folder / "labelsTr", folder / "landmarks"
+    if not labels_folder.is_dir() or not landmarks_folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a dataset folder with labelsTr/ and landmarks/; export corrected cases into it first "
+            "(`sternum-ssm export`)."
+        )
+    protocol_ids = default_protocol().ids
+    cases = []
+    for csv_path in sorted(landmarks_folder.glob("*.csv")):
+        case_id = csv_path.stem
+        if case_ids is not None and case_id not in case_ids:
+            continue
+        label_files = [path for path in labels_folder.glob(f"{case_id}.*") if path.name.startswith(case_id + ".")]
+        if not label_files:
+            raise FileNotFoundError(f"{csv_path} has no label map labelsTr/{case_id}.*; re-export the case.")
+        labels = Volume.from_sitk(sitk.ReadImage(str(label_files[0])))
+        landmarks = read_landmarks_csv(csv_path, "LPS").to("LPS")
+        if landmarks.names != protocol_ids:
+            raise ValueError(f"{csv_path} does not list the protocol's {len(protocol_ids)} landmarks in order.")
+        cases.append(LandmarkCase(case_id, labels, landmarks))
+    if not cases:
+        raise ValueError(f"{folder} has no case with landmarks; export cases with their landmarks first.")
+    return cases
+
+
+def phantom_cases(seeds: list[int] | range, spacing_mm: float = 2.0, **overrides) -> list[LandmarkCase]:
+    """Generated phantoms (hard-case knobs drawn at random) as landmark training cases."""
+    from SternumSSMLib.phantom import generate_phantom, random_parameters
+
+    cases = []
+    for seed in seeds:
+        phantom = generate_phantom(random_parameters(seed, spacing=(spacing_mm,) * 3, **overrides))
+        cases.append(LandmarkCase(f"phantom{seed:04d}", phantom.labels, phantom.landmarks))
+    return cases
+
+
+def split_cases(
+    cases: list[LandmarkCase], validation_fraction: float, seed: int = 0
+) -> tuple[list[LandmarkCase], list[LandmarkCase]]:
+    """A reproducible train/validation split; at least one case on each side when there are two or more."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    count = round(validation_fraction * len(cases))
+    if len(cases) >= 2:
+        count = min(max(count, 1), len(cases) - 1)
+    validation = [cases[i] for i in sorted(order[:count])]
+    training = [cases[i] for i in sorted(order[count:])]
+    return training, validation
+
+
+def _prepare(cases: list[LandmarkCase], config: SCNConfig) -> list[PreparedCase]:
+    return [prepare_case(case.case_id, case.labels, case.landmarks.to("LPS").positions, config) for case in cases]
+
+
+def validation_errors(network, cases: list[PreparedCase]) -> np.ndarray:
+    """IPE in mm, shape (cases, landmarks), of every heatmap's refined peak (placed or not); NaN where
+    the ground truth is missing. Unplaced points count, so a model cannot improve by abstaining."""
+    network.eval()
+    errors = []
+    with torch.no_grad():
+        for case in cases:
+            heatmaps = network(torch.from_numpy(case.mask)[None, None])[0].numpy()
+            predicted = case.grid.index_to_lps(refine_peaks(heatmaps)[0])
+            truth = case.grid.index_to_lps(case.landmarks_kji)
+            errors.append(np.linalg.norm(predicted - truth, axis=1))
+    network.train()
+    return np.array(errors)
+
+
+def _batch(cases: list[PreparedCase], rng: np.random.Generator, config: SCNConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    images, points = [], []
+    for case in cases:
+        augmentation = random_augmentation(rng, case.mask.shape, config.augmentation)
+        images.append(augmentation.image(case.mask))
+        points.append(augmentation.points(case.landmarks_kji))
+    image_batch = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    return image_batch, torch.from_numpy(np.stack(points).astype(np.float32))
+
+
+def train_landmark_model(
+    training: list[LandmarkCase],
+    validation: list[LandmarkCase],
+    output: Path | str,
+    config: SCNConfig,
+    show_progress: bool = True,
+    threads: int | None = None,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train (or resume) into ``output``; returns the best validation IPE summary.
+
+    ``output`` must be new, or hold a ``checkpoint_last.pth`` of the same config to resume.
+    ``after_epoch`` gets each epoch's log row once its resume state is on disk.
+    """
+    output = Path(output)
+    if threads:
+        torch.set_num_threads(threads)
+    landmark_ids = default_protocol().ids
+    resume_path = output / RESUME_FILE
+    if output.exists() and any(output.iterdir()) and not resume_path.is_file():
+        raise FileExistsError(
+            f"{output} already holds files but no {RESUME_FILE} to resume from; choose a new output folder."
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    network = build_network(config, len(landmark_ids))
+    renderer = HeatmapRenderer(len(landmark_ids), config.sigma_initial, config.gamma)
+    optimizer = make_optimizer(network, renderer, config)
+    state = {"epoch": 0, "best_mean_ipe_mm": float("inf"), "best_epoch": -1}
+    rng = np.random.default_rng(config.seed)
+    if resume_path.is_file():
+        checkpoint = torch.load(resume_path, map_location="cpu", weights_only=True)
+        saved_config = json.loads(checkpoint["config_json"])
+        if saved_config != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(f"{resume_path} was trained with another config; resume with the same config file.")
+        network.load_state_dict(checkpoint["network"])
+        renderer.load_state_dict(checkpoint["renderer"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = json.loads(checkpoint["state_json"])
+        rng.bit_generator.state = json.loads(checkpoint["rng_json"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+
+    training_cases, validation_cases = _prepare(training, config), _prepare(validation, config)
+    iterations = config.iterations_per_epoch or max(len(training_cases) // config.batch_size, 1)
+    progress = _progress_bar(config.epochs * iterations, state["epoch"] * iterations, show_progress)
+    network.train()
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        rate = config.learning_rate * learning_rate_factor(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        losses = []
+        for _ in range(iterations):
+            chosen = [training_cases[i] for i in rng.choice(len(training_cases), config.batch_size)]
+            images, points = _batch(chosen, rng, config)
+            target = renderer(points, config.grid_shape_kji)
+            loss, _ = scn_loss(network(images), target, renderer, config)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            progress.update(1)
+            progress.set_description(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.1f}")
+        row = {"epoch": epoch + 1, "learning_rate": rate, "train_loss": float(np.mean(losses)),
+               "sigma_mean": float(renderer.sigmas.detach().abs().mean()), "val_mean_ipe_mm": "",
+               "val_median_ipe_mm": ""}
+        if validation_cases and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
+            errors = validation_errors(network, validation_cases)
+            mean, median = float(np.nanmean(errors)), float(np.nanmedian(errors))
+            row |= {"val_mean_ipe_mm": mean, "val_median_ipe_mm": median}
+            if mean < state["best_mean_ipe_mm"]:
+                state |= {"best_mean_ipe_mm": mean, "best_median_ipe_mm": median, "best_epoch": epoch + 1}
+                record = {"best_epoch": epoch + 1, "validation_mean_ipe_mm": mean, "validation_median_ipe_mm": median,
+                          "training_cases": [case.case_id for case in training],
+                          "validation_cases": [case.case_id for case in validation]}
+                save_model_folder(output, network, renderer, config, landmark_ids, record)
+        row["seconds"] = time.perf_counter() - started
+        _append_log(output / LOG_FILE, row)
+        state["epoch"] = epoch + 1
+        _save_resume_state(resume_path, network, renderer, optimizer, state, rng, config)
+        if after_epoch is not None:
+            after_epoch(row)
+    progress.close()
+    if not validation_cases:
+        save_model_folder(output, network, renderer, config, landmark_ids,
+                          {"best_epoch": config.epochs, "note": "no validation cases: the last epoch is kept"})
+    plot_training_curves(output / LOG_FILE, output / PLOT_FILE)
+    return state | {"model_folder": str(output), "config_file": str(output / CONFIG_FILE)}
+
+
+def _save_resume_state(path: Path, network, renderer, optimizer, state: dict, rng, config: SCNConfig) -> None:
+    checkpoint = {
+        "network": network.state_dict(),
+        "renderer": renderer.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state_json": json.dumps(state),
+        "rng_json": json.dumps(rng.bit_generator.state),
+        "config_json": json.dumps(config.to_dict()),
+        # Dropout draws from torch's generator; without its state a resumed run would diverge.
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_output_path(path, overwrite=True) as temporary:
+        torch.save(checkpoint, temporary)
+
+
+def _append_log(path: Path, row: dict) -> None:
+    existing = path.read_text() if path.is_file() else ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    if not existing:
+        writer.writeheader()
+    writer.writerow(row)
+    write_text_atomic(path, existing + buffer.getvalue(), overwrite=True)
+
+
+def read_log(path: Path | str) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_training_curves(log_path: Path, plot_path: Path) -> None:
+    """Training loss and validation IPE per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_path)
+    epochs = [int(row["epoch"]) for row in rows]
+    figure, (loss_axes, ipe_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_axes.plot(epochs, [float(row["train_loss"]) for row in rows])
+    loss_axes.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Loss")
+    validated = [row for row in rows if row["val_mean_ipe_mm"]]
+    ipe_axes.plot([int(row["epoch"]) for row in validated], [float(row["val_mean_ipe_mm"]) for row in validated],
+                  label="mean")
+    ipe_axes.plot([int(row["epoch"]) for row in validated], [float(row["val_median_ipe_mm"]) for row in validated],
+                  label="median")
+    ipe_axes.set(xlabel="epoch", ylabel="validation IPE (mm)", title="Inter-point error")
+    ipe_axes.legend()
+    figure.tight_layout()
+    with atomic_output_path(plot_path, overwrite=True) as temporary:
+        figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+
+
+class _NoProgress:
+    def update(self, count: int) -> None:
+        pass
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, done: int, show: bool):
+    if not show:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="it")
+
+
+DEMO_TRAINING_SEEDS = range(2000, 2060)
+DEMO_VALIDATION_SEEDS = range(3000, 3008)
+
+
+def train_from_command_line(args) -> dict:
+    """``sternum-ssm train-landmarks``: a dataset folder or generated phantoms, split, trained into --output."""
+    from .scn_config import load_config
+
+    config = load_config(args.config)
+    if args.dataset:
+        training, validation = split_cases(read_dataset_cases(args.dataset), args.validation_fraction, config.seed)
+    else:
+        training = phantom_cases(DEMO_TRAINING_SEEDS[: args.phantoms])
+        validation = phantom_cases(DEMO_VALIDATION_SEEDS[: args.validation_phantoms])
+    return train_landmark_model(training, validation, args.output, config, threads=args.threads)

@@ -1,0 +1,103 @@
+"""SpatialConfiguration-Net settings: one dataclass, the study's values as defaults, JSON files for variants.
+
+``data/scn_study.json`` restates the study's configuration (thesis §2.1.6 and §3.4);
+``data/scn_cpu_demo.json`` is the small configuration the bundled demo model was trained with.
+A config file lists only the values it changes; every other value comes from the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+STUDY_CONFIG = DATA / "scn_study.json"
+CPU_DEMO_CONFIG = DATA / "scn_cpu_demo.json"
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """One random transform per sample, applied to the mask by one resampling and exactly to the points."""
+
+    translation_voxels: float = 5.0
+    rotation_deg: float = 5.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class SCNConfig:
+    """Preprocessing, network, loss, training and prediction settings of the landmark model."""
+
+    # Preprocessing: an LPS-aligned grid of isotropic voxels centred on the mask's bounding box.
+    spacing_mm: float = 3.0
+    grid_shape_kji: tuple[int, int, int] = (80, 56, 32)
+    # Network (landmarker's OriginalSpatialConfigurationNet3d).
+    local_channels: int = 64
+    local_depth: int = 3
+    dropout: float = 0.5
+    spatial_channels: int = 64
+    spatial_kernel: int = 7
+    spatial_downsample: int = 4
+    # Target heatmaps and loss: sum of squared heatmap errors + alpha |sigma|^2 + lambda |w|^2.
+    sigma_initial: float = 3.0
+    gamma: float = 1000.0
+    sigma_penalty: float = 100.0
+    weight_decay: float = 0.0005
+    # Optimiser and schedule: Adam, constant rate, then linear decay to zero.
+    learning_rate: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    epochs: int = 5000
+    lr_decay_start_epoch: int = 2500
+    batch_size: int = 1
+    iterations_per_epoch: int = 0  # 0: one pass over the training cases
+    validate_every: int = 1
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    # Prediction.
+    duplicate_distance_mm: float = 5.0
+    confident_above: float = 0.5
+    placed_above: float = 0.05
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SCNConfig:
+        # Keys starting with "_" are comments (a JSON file has no other way to cite its source).
+        values = {key: value for key, value in values.items() if not key.startswith("_")}
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown SCN config keys {unknown}; known keys are {sorted(known)}.")
+        if "augmentation" in values:
+            values["augmentation"] = AugmentationConfig(**_tuples(values["augmentation"]))
+        config = replace(cls(), **_tuples(values))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        # Three average-poolings halve the local path; the spatial path pools by spatial_downsample and upsamples.
+        multiple = math.lcm(2**self.local_depth, self.spatial_downsample)
+        if any(size % multiple for size in self.grid_shape_kji):
+            raise ValueError(
+                f"grid_shape_kji {self.grid_shape_kji} must be divisible by {multiple} "
+                f"(2^local_depth and spatial_downsample); round each size up to a multiple of {multiple}."
+            )
+        if self.spacing_mm <= 0:
+            raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}.")
+
+
+def _tuples(values: dict) -> dict:
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
+def load_config(path: Path | str | None = None) -> SCNConfig:
+    """The config in ``path`` (JSON, only the changed keys), or the study's defaults when None."""
+    if path is None:
+        return SCNConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SCN config {path} not found; pass a JSON file, or none for the study's values.")
+    return SCNConfig.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,254 @@
+"""SpatialConfiguration-Net library parts that need no trained model: config, preprocessing,
+coordinate-space augmentation, target heatmaps, peak decoding, confidence and training I/O."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from SternumLandmarksLib.landmark_prediction import (
+    LandmarkModel,
+    decode_heatmaps,
+    find_duplicates,
+    peak_separation,
+    refine_peaks,
+)
+from SternumLandmarksLib.landmark_preprocessing import (
+    Augmentation,
+    EmptyMaskError,
+    network_grid,
+    prepare_case,
+    random_augmentation,
+)
+from SternumLandmarksLib.landmark_training import (
+    LOG_FILE,
+    PLOT_FILE,
+    RESUME_FILE,
+    phantom_cases,
+    read_log,
+    train_landmark_model,
+)
+from SternumLandmarksLib.scn_config import STUDY_CONFIG, AugmentationConfig, SCNConfig, load_config
+from SternumLandmarksLib.scn_model import WEIGHTS_FILE, HeatmapRenderer, ModelFolderError
+from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
+from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
+
+TINY = {"grid_shape_kji": [32, 24, 16], "spacing_mm": 6.0, "local_channels": 4, "spatial_channels": 4,
+        "spatial_kernel": 3, "epochs": 2, "lr_decay_start_epoch": 1, "iterations_per_epoch": 2, "learning_rate": 1e-3}
+
+
+def test_default_config_is_the_study_file():
+    study = load_config(STUDY_CONFIG)
+    assert study == SCNConfig()
+    assert (study.local_channels, study.local_depth, study.dropout, study.spatial_kernel) == (64, 3, 0.5, 7)
+    assert (study.sigma_initial, study.gamma, study.sigma_penalty, study.weight_decay) == (3.0, 1000.0, 100.0, 0.0005)
+
+
+def test_config_refuses_unknown_keys_and_grids_the_network_cannot_pool():
+    with pytest.raises(ValueError, match="Unknown SCN config keys"):
+        SCNConfig.from_dict({"sigma": 2})
+    with pytest.raises(ValueError, match="divisible by 8"):
+        SCNConfig.from_dict({"grid_shape_kji": [60, 48, 32]})
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config("/nonexistent/config.json")
+
+
+@pytest.fixture(scope="module")
+def axial_and_oblique():
+    plain = PhantomParameters(spacing=(2.0, 2.0, 2.0))
+    direction = rotation_matrix([1.0, -2.0, 0.5], 19.0) @ orientation_direction("RIA")
+    oblique = with_orientation(plain, direction, spacing=(1.7, 2.3, 2.0))
+    return generate_phantom(plain), generate_phantom(oblique)
+
+
+def test_oblique_flipped_scan_gives_the_same_network_input(axial_and_oblique):
+    axial, oblique = axial_and_oblique
+    config = SCNConfig.from_dict({"grid_shape_kji": [64, 48, 32]})
+    first = prepare_case("a", axial.labels, axial.landmarks.positions, config)
+    second = prepare_case("b", oblique.labels, oblique.landmarks.positions, config)
+    # The grid is LPS-aligned: its centre moves by under one network voxel, the mask overlaps almost fully.
+    assert np.linalg.norm(first.grid.origin_lps - second.grid.origin_lps) < config.spacing_mm
+    shift = np.rint((second.grid.origin_lps - first.grid.origin_lps) / config.spacing_mm).astype(int)
+    assert np.all(shift == 0)
+    overlap = np.minimum(first.mask, second.mask).sum() / np.maximum(first.mask, second.mask).sum()
+    assert overlap > 0.8
+    # The same physical landmarks land on the same grid indices.
+    np.testing.assert_allclose(
+        first.grid.index_to_lps(first.landmarks_kji), second.grid.index_to_lps(second.landmarks_kji), atol=1e-6
+    )
+    np.testing.assert_allclose(first.grid.index_to_lps(first.landmarks_kji), axial.landmarks.positions, atol=1e-9)
+
+
+def test_grid_is_centred_on_the_mask_and_holds_every_landmark(axial_and_oblique):
+    axial, _ = axial_and_oblique
+    case = prepare_case("a", axial.labels, axial.landmarks.positions, SCNConfig.from_dict({}))
+    inside = np.all((case.landmarks_kji >= 0) & (case.landmarks_kji <= np.array(case.mask.shape) - 1), axis=1)
+    assert inside.all()
+    # Landmarks sit on the outline, where the interpolated mask is partial.
+    values = case.mask[tuple(np.rint(case.landmarks_kji).astype(int).T)]
+    assert np.mean((values > 0.05) & (values < 0.95)) > 0.3 or np.mean(values > 0) > 0.8
+
+
+def test_empty_mask_is_refused_with_the_fix(axial_and_oblique):
+    axial, _ = axial_and_oblique
+    cartilage_only = Volume(np.where(axial.labels.array == 4, 4, 0).astype(np.uint8), axial.labels.geometry)
+    with pytest.raises(EmptyMaskError, match="segment the CT first"):
+        network_grid(cartilage_only, SCNConfig())
+
+
+def test_augmentation_moves_points_exactly_with_the_image():
+    """A blob's centroid after resampling through the transform sits where the points map says."""
+    shape = (40, 36, 32)
+    rng = np.random.default_rng(3)
+    centre = np.array([17.3, 20.6, 12.2])
+    grid = np.indices(shape).astype(float)
+    blob = np.exp(-sum((grid[axis] - centre[axis]) ** 2 for axis in range(3)) / (2 * 2.0**2))
+    for _ in range(5):
+        augmentation = random_augmentation(rng, shape, AugmentationConfig(translation_voxels=5, rotation_deg=5))
+        moved = augmentation.image(blob)
+        centroid = (np.indices(shape).reshape(3, -1) * moved.ravel()).sum(axis=1) / moved.sum()
+        np.testing.assert_allclose(centroid, augmentation.points(centre)[0], atol=0.05)
+    assert np.allclose(Augmentation.identity().points(centre), centre)
+
+
+def test_augmentation_stays_within_the_configured_ranges():
+    rng = np.random.default_rng(0)
+    shape = (64, 48, 32)
+    centre = (np.array(shape) - 1) / 2
+    for _ in range(50):
+        augmentation = random_augmentation(rng, shape, AugmentationConfig())
+        scale = 1 / np.cbrt(np.linalg.det(augmentation.matrix))
+        assert 0.9 - 1e-9 <= scale <= 1.1 + 1e-9
+        rotation = augmentation.matrix * scale
+        angle = np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1)))
+        assert angle <= 5.0 + 1e-6
+        translation = augmentation.matrix @ centre + augmentation.offset - centre
+        assert np.all(np.abs(translation) <= 5.0 + 1e-9)
+
+
+def test_target_heatmap_is_the_normalised_gaussian_with_learnable_sigma():
+    renderer = HeatmapRenderer(2, sigma_initial=3.0, gamma=1000.0)
+    points = torch.tensor([[[20.25, 15.5, 10.75], [float("nan")] * 3]])
+    heatmaps = renderer(points, (40, 32, 24))
+    assert heatmaps.shape == (1, 2, 40, 32, 24)
+    assert float(heatmaps[0, 1].detach().abs().max()) == 0.0
+    # gamma times a normalised Gaussian sums to gamma.
+    assert float(heatmaps[0, 0].detach().sum()) == pytest.approx(1000.0, rel=1e-3)
+    refined, _ = refine_peaks(heatmaps[0, :1].detach().numpy())
+    np.testing.assert_allclose(refined[0], [20.25, 15.5, 10.75], atol=0.02)
+    heatmaps[0, 0].max().backward()
+    assert renderer.sigmas.grad is not None and renderer.sigmas.grad[0] < 0
+
+
+def test_a_missing_landmark_keeps_the_sigma_gradient_finite():
+    """A truncated scan has NaN landmarks; their zero heatmaps must not poison training with NaN."""
+    renderer = HeatmapRenderer(2, sigma_initial=3.0, gamma=1000.0)
+    points = torch.tensor([[[10.0, 8.0, 6.0], [float("nan")] * 3]])
+    (renderer(points, (16, 16, 16)) ** 2).sum().backward()
+    assert torch.isfinite(renderer.sigmas.grad).all()
+    assert renderer.sigmas.grad[1] == 0.0
+
+
+def test_sub_voxel_refinement_and_confidence_shape():
+    renderer = HeatmapRenderer(3, 2.0, 1000.0)
+    points = torch.tensor([[[10.4, 9.7, 8.2], [15.0, 6.0, 5.0], [0.0, 0.0, 0.0]]])
+    heatmaps = renderer(points, (24, 20, 16))[0].detach().numpy()
+    heatmaps[2] = 0.0
+    # A second mode for landmark 1: the duplicate failure pattern.
+    heatmaps[1] += renderer(torch.tensor([[[15.0, 14.0, 5.0]] * 3]), (24, 20, 16))[0, 1].detach().numpy() * 0.9
+    peaks, values = refine_peaks(heatmaps)
+    np.testing.assert_allclose(peaks[0], [10.4, 9.7, 8.2], atol=0.02)
+    separation = peak_separation(heatmaps, peaks, np.full(3, 6.0))
+    assert separation[0] > 0.98  # exp(-9/2) of the peak remains at 3 sigma
+    assert separation[1] < 0.2
+    assert separation[2] == 0.0 and values[2] == 0.0
+
+
+def test_decoding_places_confident_points_and_leaves_hopeless_ones_unplaced():
+    config = SCNConfig.from_dict({"grid_shape_kji": [24, 24, 16], "spacing_mm": 2.0, "duplicate_distance_mm": 5.0})
+    renderer = HeatmapRenderer(4, 3.0, 1000.0)
+    points = torch.tensor([[[8.0, 8.0, 8.0], [8.5, 8.0, 8.0], [16.0, 16.0, 8.0], [0.0, 0.0, 0.0]]])
+    heatmaps = renderer(points, (24, 24, 16))[0].detach().numpy()
+    heatmaps[3] = 0.0
+    heatmaps[2] *= 0.3  # a weak peak: placed, but not confident
+    from SternumLandmarksLib.landmark_preprocessing import NetworkGrid
+
+    grid = NetworkGrid(origin_lps=np.array([10.0, -20.0, 5.0]), spacing_mm=2.0, shape_kji=(24, 24, 16))
+    prediction = decode_heatmaps(heatmaps, grid, renderer, config, ("A", "B", "C", "D"))
+    np.testing.assert_allclose(prediction.points("LPS").positions[0], [26.0, -4.0, 21.0], atol=0.05)
+    np.testing.assert_allclose(prediction.points("RAS").positions[0], [-26.0, 4.0, 21.0], atol=0.05)
+    assert prediction.placed.tolist() == [True, True, True, False]
+    assert np.isnan(prediction.points().positions[3]).all()
+    assert prediction.confident.tolist() == [True, True, False, False]
+    assert prediction.duplicate_ids == {"A", "B"}
+    text = "\n".join(prediction.flags())
+    assert "D not placed" in text and "C low confidence" in text and "A and B are 1.0 mm apart" in text
+
+
+def test_find_duplicates_ignores_missing_points():
+    points = np.array([[0, 0, 0], [0, 0, 2.0], [np.nan] * 3, [0, 0, 20.0]])
+    assert find_duplicates(points, ("a", "b", "c", "d"), 3.0) == [("a", "b", 2.0)]
+
+
+@pytest.fixture(scope="module")
+def tiny_cases():
+    return phantom_cases([2000, 2001, 2002], spacing_mm=4.0)
+
+
+def test_training_writes_log_plot_and_a_weights_only_model(tmp_path, tiny_cases):
+    config = SCNConfig.from_dict(TINY)
+    summary = train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "model", config, show_progress=False)
+    folder = tmp_path / "model"
+    rows = read_log(folder / LOG_FILE)
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert all(float(row["val_mean_ipe_mm"]) > 0 for row in rows)
+    assert summary["best_mean_ipe_mm"] == pytest.approx(min(float(row["val_mean_ipe_mm"]) for row in rows))
+    assert (folder / PLOT_FILE).stat().st_size > 1000
+    torch.load(folder / WEIGHTS_FILE, weights_only=True)
+    model = LandmarkModel(folder)
+    prediction = model.predict(tiny_cases[0].labels)
+    assert prediction.landmarks_lps.names == tiny_cases[0].landmarks.names
+    assert json.loads((folder / "config.json").read_text())["record"]["best_epoch"] == summary["best_epoch"]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_cases):
+    config = SCNConfig.from_dict(TINY)
+    train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "straight", config, show_progress=False)
+
+    class SimulatedCrashError(Exception):
+        pass
+
+    def stop(row):
+        raise SimulatedCrashError
+
+    with pytest.raises(SimulatedCrashError):
+        train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "resumed", config, False, after_epoch=stop)
+    assert len(read_log(tmp_path / "resumed" / LOG_FILE)) == 1
+    train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "resumed", config, show_progress=False)
+    assert [row["epoch"] for row in read_log(tmp_path / "resumed" / LOG_FILE)] == ["1", "2"]
+    straight = torch.load(tmp_path / "straight" / RESUME_FILE, weights_only=True)["network"]
+    resumed = torch.load(tmp_path / "resumed" / RESUME_FILE, weights_only=True)["network"]
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor)
+
+
+def test_training_refuses_a_folder_it_cannot_resume_and_a_changed_config(tmp_path, tiny_cases):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="choose a new output folder"):
+        train_landmark_model(tiny_cases[:1], [], occupied, SCNConfig.from_dict(TINY), show_progress=False)
+    assert (occupied / "notes.txt").read_text() == "keep me"
+    train_landmark_model(tiny_cases[:1], [], tmp_path / "model", SCNConfig.from_dict(TINY), show_progress=False)
+    with pytest.raises(ValueError, match="same config"):
+        changed = SCNConfig.from_dict({**TINY, "learning_rate": 0.5})
+        train_landmark_model(tiny_cases[:1], [], tmp_path / "model", changed, show_progress=False)
+
+
+def test_missing_model_folder_names_the_fix(tmp_path):
+    with pytest.raises(ModelFolderError, match="train-landmarks"):
+        LandmarkModel(tmp_path)
+    shutil.rmtree(tmp_path)
