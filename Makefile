@@ -24,6 +24,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_phantom.py
 	$(BIN)/python bench/bench_segmentation.py
+	$(BIN)/python bench/bench_landmark_augmentation.py
+	$(BIN)/python bench/bench_landmark_qa.py
 
 clean:
 	rm -rf $(VENV) demo-output

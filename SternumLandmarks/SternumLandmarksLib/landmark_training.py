@@ -307,6 +307,8 @@ def _progress_bar(total: int, done: int, show: bool):
 
 DEMO_TRAINING_SEEDS = range(2000, 2060)
 DEMO_VALIDATION_SEEDS = range(3000, 3008)
+# The segmentation model's held-out seeds: the same ten phantoms test both models.
+HELD_OUT_SEEDS = range(5000, 5010)
 
 
 def train_from_command_line(args) -> dict:

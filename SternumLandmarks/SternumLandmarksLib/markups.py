@@ -105,6 +105,19 @@ def write_markups(node: slicer.vtkMRMLMarkupsNode, path: Path | str, overwrite: 
     return path
 
 
+def write_landmarks_markups(points: PointSet, path: Path | str, overwrite: bool = False) -> Path:
+    """Write protocol landmarks (LPS or RAS, NaN = unplaced) to a ``.mrk.json`` without a user scene."""
+    from SternumSSMLib.mrml import close_scene, new_scene
+
+    scene = new_scene()
+    try:
+        node = create_landmarks_node(scene, name=Path(path).name.split(".")[0])
+        set_landmark_positions(node, points)
+        return write_markups(node, path, overwrite=overwrite)
+    finally:
+        close_scene(scene)
+
+
 def read_markups(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRMLMarkupsNode:
     """Load a markups file (``.mrk.json`` or ``.fcsv``) into a new node; positions become RAS in the scene."""
     path = Path(path)

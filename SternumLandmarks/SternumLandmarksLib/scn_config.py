@@ -40,6 +40,10 @@ class SCNConfig:
     spatial_channels: int = 64
     spatial_kernel: int = 7
     spatial_downsample: int = 4
+    # Output = local x tanh(spatial). With both factors near zero at the start, training sits on
+    # a saddle; a positive bias on the last spatial convolution (tanh(1) = 0.76) lets the local
+    # part learn first. 0 keeps landmarker's (PyTorch's) initialisation.
+    spatial_output_bias: float = 0.0
     # Target heatmaps and loss: sum of squared heatmap errors + alpha |sigma|^2 + lambda |w|^2.
     sigma_initial: float = 3.0
     gamma: float = 1000.0

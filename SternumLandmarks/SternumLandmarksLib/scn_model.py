@@ -33,7 +33,7 @@ class ModelFolderError(ValueError):
 def build_network(config: SCNConfig, landmark_count: int) -> nn.Module:
     from landmarker.models import OriginalSpatialConfigurationNet3d
 
-    return OriginalSpatialConfigurationNet3d(
+    network = OriginalSpatialConfigurationNet3d(
         in_channels=1,
         out_channels=landmark_count,
         la_channels=config.local_channels,
@@ -43,6 +43,10 @@ def build_network(config: SCNConfig, landmark_count: int) -> nn.Module:
         sp_kernel_size=config.spatial_kernel,
         sp_downsample=config.spatial_downsample,
     )
+    if config.spatial_output_bias:
+        last_spatial = [layer for layer in network.sc_net if isinstance(layer, nn.Conv3d)][-1]
+        nn.init.constant_(last_spatial.bias, config.spatial_output_bias)
+    return network
 
 
 class HeatmapRenderer(nn.Module):

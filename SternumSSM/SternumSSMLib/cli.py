@@ -43,8 +43,12 @@ def command_phantom(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    """Phantom -> bundled nnU-Net model -> .seg.nrrd, QA flags, Dice against the truth, QA picture."""
-    from .metrics import dice_per_class
+    """Phantom -> bundled nnU-Net -> .seg.nrrd -> bundled SCN landmarks -> .mrk.json + CSV -> QA picture."""
+    from SternumLandmarksLib.landmark_prediction import LandmarkModel
+    from SternumLandmarksLib.markups import write_landmarks_markups
+
+    from .landmark_files import write_landmarks_csv
+    from .metrics import dice_per_class, landmark_error_table, landmark_errors
     from .predict_command import write_prediction
     from .render import render_case
     from .segment import segment_ct
@@ -58,12 +62,12 @@ def command_demo(args: argparse.Namespace) -> int:
     print(f"Generated phantom {phantom.image.geometry.size} in {time.perf_counter() - started:.1f} s")
     if not (output / "images" / f"{case_id}.nrrd").exists():
         write_case(phantom, output, case_id)
-    model = SegmentationModel()
-    outcome = segment_ct(model, phantom.image)
+    outcome = segment_ct(SegmentationModel(), phantom.image)
     predictions = output / "predictions"
     predictions.mkdir(exist_ok=True)
     segmentation_path, record_path = predictions / f"{case_id}.seg.nrrd", predictions / f"{case_id}.json"
-    for stale in (segmentation_path, record_path):
+    markups_path, csv_path = predictions / f"{case_id}.mrk.json", predictions / f"{case_id}.csv"
+    for stale in (segmentation_path, record_path, markups_path, csv_path):
         stale.unlink(missing_ok=True)  # the demo's own output from an earlier run, never user data
     write_prediction(outcome.labels, outcome.record, segmentation_path, record_path)
     dice = dice_per_class(outcome.labels.array, phantom.labels.array)
@@ -71,12 +75,23 @@ def command_demo(args: argparse.Namespace) -> int:
     print(f"Segmented with the bundled model in {seconds:.1f} s ({tiles} tiles)")
     print("Dice against the phantom's truth: " + ", ".join(f"{name} {value:.3f}" for name, value in dice.items()))
     print("QA flags: " + ("; ".join(flag.message for flag in outcome.flags) or "none"))
+
+    landmarks = LandmarkModel().predict(outcome.labels)
+    write_landmarks_markups(landmarks.points("LPS"), markups_path)
+    write_landmarks_csv(csv_path, landmarks.points("LPS"), "LPS")
+    table = landmark_error_table(landmark_errors(landmarks.points("LPS"), phantom.landmarks))
+    print(f"Placed {int(landmarks.placed.sum())} of {len(landmarks.placed)} landmarks in "
+          f"{landmarks.record['seconds']:.1f} s; against the phantom's truth: median {table['median_mm']:.2f} mm, "
+          f"mean {table['mean_mm']:.2f} mm, beyond 10 mm {table['O_10']:.1f}%")
+    print("Landmark flags: " + ("; ".join(landmarks.flags()) or "none"))
+    print(f"Landmarks: {markups_path} and {csv_path} (LPS)")
     picture = render_case(
         phantom.image,
         outcome.labels,
-        phantom.landmarks,
+        landmarks.points("LPS"),
         output / "phantom_qa.png",
-        title="Bundled demo nnU-Net on a synthetic thorax: predicted segments, the 34 landmarks (phantom truth)",
+        title="Bundled demo models on a synthetic thorax: nnU-Net segments and SCN landmarks (numbered)",
+        low_confidence=landmarks.placed & ~landmarks.confident,
     )
     print(f"QA picture: {picture}")
     return 0

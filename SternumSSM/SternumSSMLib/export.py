@@ -223,18 +223,9 @@ def _landmark_summary(landmarks: PointSet, coordinate_system: str) -> dict:
 
 def _write_markups_file(points: PointSet, path: Path) -> None:
     """The protocol's landmarks (the first rows, or those named by protocol id) as a ``.mrk.json``."""
-    from SternumLandmarksLib.markups import create_landmarks_node, set_landmark_positions, write_markups
+    from SternumLandmarksLib.markups import write_landmarks_markups
 
-    from .mrml import close_scene, new_scene
-
-    protocol_points = protocol_subset(points)
-    scene = new_scene()
-    try:
-        node = create_landmarks_node(scene, name=path.name.split(".")[0])
-        set_landmark_positions(node, protocol_points)
-        write_markups(node, path)
-    finally:
-        close_scene(scene)
+    write_landmarks_markups(protocol_subset(points), path)
 
 
 def protocol_subset(points: PointSet) -> PointSet:

@@ -79,8 +79,12 @@ def render_case(
     title: str = "",
     spacing_mm: float = 1.0,
     overwrite: bool = True,
+    low_confidence: np.ndarray | None = None,
 ) -> Path:
-    """Write a PNG with a frontal surface view and two slices; landmarks may be LPS or RAS."""
+    """Write a PNG with a frontal surface view and three slices; landmarks may be LPS or RAS.
+
+    ``low_confidence`` (one bool per landmark) draws those points in orange with a "?".
+    """
     ct = resample_to_lps_axes(image, spacing_mm, is_label=False)
     lab = resample_to_lps_axes(labels, spacing_mm, is_label=True)
     geometry = ct.geometry
@@ -89,6 +93,9 @@ def render_case(
         lps = landmarks.to("LPS")
         points = geometry.lps_to_index(lps.positions[lps.defined])
         point_numbers = [i + 1 for i, ok in enumerate(lps.defined) if ok]
+        doubtful = np.zeros(len(lps.names), bool) if low_confidence is None else np.asarray(low_confidence, bool)
+        point_colors = np.where(doubtful[lps.defined], "orange", "red")
+        point_texts = [f"{n}?" if doubtful[n - 1] else str(n) for n in point_numbers]
 
     foreground = np.argwhere(lab.array > 0)
     if len(foreground) == 0:
@@ -112,10 +119,10 @@ def render_case(
     axes[0, 0].imshow(rgb[z0 : z1 + 1, x0 : x1 + 1][::-1], interpolation="bilinear")
     if points is not None and len(points):
         px, pz = points[:, 0] - x0, (z1 - z0) - (points[:, 2] - z0)
-        axes[0, 0].scatter(px, pz, s=14, c="red", edgecolors="white", linewidths=0.5, zorder=3)
-        for number, x, z in zip(point_numbers, px, pz, strict=True):
+        axes[0, 0].scatter(px, pz, s=14, c=point_colors, edgecolors="white", linewidths=0.5, zorder=3)
+        for text, x, z in zip(point_texts, px, pz, strict=True):
             label_style = {"color": "white", "fontsize": 6, "xytext": (3, 2), "textcoords": "offset points"}
-            axes[0, 0].annotate(str(number), (x, z), **label_style)
+            axes[0, 0].annotate(text, (x, z), **label_style)
     axes[0, 0].set_title("3D surface, anterior view", color="white")
 
     # (panel, title, array axis [z, y, x] held fixed, whether to flip so superior is at the top)
@@ -130,6 +137,8 @@ def render_case(
 
     handles = [plt.Line2D([], [], color=c.color, lw=6, label=f"{c.value} {c.name}") for c in label_scheme().classes]
     handles.append(plt.Line2D([], [], color="red", marker="o", lw=0, label="landmarks (L01-L34)"))
+    if low_confidence is not None and np.any(low_confidence):
+        handles.append(plt.Line2D([], [], color="orange", marker="o", lw=0, label="low confidence (n?)"))
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, labelcolor="white")
     if title:
         fig.suptitle(title, color="white")
