@@ -96,6 +96,8 @@ class LandmarkPrediction:
     confident: np.ndarray
     duplicates: tuple[tuple[str, str, float], ...]
     record: dict = field(default_factory=dict)
+    # Every heatmap's refined peak in LPS, unplaced ones included (for evaluation, not for the user).
+    peak_positions_lps: np.ndarray | None = None
 
     def points(self, coordinate_system: CoordinateSystem = "LPS") -> PointSet:
         """The landmarks in ``coordinate_system``; unplaced ones are NaN rows."""
@@ -178,7 +180,8 @@ def decode_heatmaps(
     sigmas = renderer.sigmas.detach().numpy()
     confidence = height * peak_separation(heatmaps, peaks_kji, 3.0 * np.abs(sigmas))
     placed = confidence >= config.placed_above
-    positions = grid.index_to_lps(peaks_kji)
+    peak_positions = grid.index_to_lps(peaks_kji)
+    positions = peak_positions.copy()
     positions[~placed] = np.nan
     landmarks = PointSet(names=landmark_ids, positions=positions, coordinate_system="LPS")
     duplicates = tuple(find_duplicates(positions, landmark_ids, config.duplicate_distance_mm))
@@ -194,4 +197,5 @@ def decode_heatmaps(
         confident=confidence >= config.confident_above,
         duplicates=duplicates,
         record=record,
+        peak_positions_lps=peak_positions,
     )
