@@ -534,17 +534,19 @@ class SternumLandmarksLogic(ScriptedLoadableModuleLogic):
 
         Returns the summary, with the correction effort (Dice, changed voxels, landmark displacement).
         """
-        from SternumLandmarksLib.landmark_session import reference_volume
+        from SternumLandmarksLib.landmark_session import pseudo_landmarks_node, reference_volume
         from SternumSSMLib.export import export_from_scene
 
         segmentationNode = parameterNode.inputSegmentation
+        landmarksNode = parameterNode.landmarks
         result = export_from_scene(
             reference_volume(segmentationNode, parameterNode.referenceVolume),
             segmentationNode,
             parameterNode.datasetFolder,
             parameterNode.caseId,
             annotator=parameterNode.annotator,
-            landmarks_node=parameterNode.landmarks,
+            landmarks_node=landmarksNode,
+            pseudo_landmarks_node=pseudo_landmarks_node(landmarksNode) if landmarksNode else None,
         )
         return result.summary()
 

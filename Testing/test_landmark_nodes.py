@@ -114,3 +114,26 @@ def test_export_writes_the_positions_the_scene_shows_and_the_correction_effort(m
     assert effort["displacement_mm"]["L01"] == pytest.approx(10.0, abs=1e-6)
     assert effort["moved_over_2mm"] == 1
     assert "landmark displacement: mean" in result.summary()
+
+
+def test_pseudo_landmarks_go_into_the_same_case_marked_pseudo(mrml_scene, oblique_phantom, tmp_path):
+    from SternumLandmarksLib.landmark_training import read_dataset_cases
+    from SternumSSMLib.dataset import dataset_problems
+
+    volume = volume_node_from_volume(mrml_scene, oblique_phantom.image, "CT")
+    segmentation = segmentation_from_labelmap(mrml_scene, oblique_phantom.labels, name="Corrected")
+    node = show_landmark_prediction(mrml_scene, prediction_from(oblique_phantom.landmarks.positions, np.full(34, 0.9)))
+    pseudo_points = PointSet(("P01-02_1", "P01-02_2"), oblique_phantom.landmarks.positions[:2] + 1.0, "LPS")
+    from SternumLandmarksLib.landmark_observer import create_pseudo_landmarks_node
+
+    pseudo = create_pseudo_landmarks_node(mrml_scene, pseudo_points)
+    result = export_from_scene(volume, segmentation, tmp_path / "ds", "case_0001", landmarks_node=node,
+                               pseudo_landmarks_node=pseudo)
+    written = read_landmarks_csv(result.paths["pseudo_landmarks_csv"])
+    assert result.paths["pseudo_landmarks_csv"].parent.name == "pseudo"
+    assert written.names == pseudo_points.names
+    np.testing.assert_allclose(written.positions, pseudo_points.positions, atol=1e-6)
+    assert read_manifest(tmp_path / "ds")[-1]["pseudo_landmarks"] == {"points": 2, "placed": 2, "pseudo": True}
+    assert dataset_problems(tmp_path / "ds") == []
+    # Training reads only the anatomical landmarks of the case.
+    assert [case.case_id for case in read_dataset_cases(tmp_path / "ds")] == ["case_0001"]

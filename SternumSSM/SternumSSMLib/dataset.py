@@ -53,7 +53,7 @@ ARCHIVE = "archive"
 JOURNAL = "journal.json"
 FILE_ENDINGS = (".nrrd", ".nii.gz")
 SPLITS = ("train", "test")
-ROLES = ("image", "labels", "landmarks_csv", "landmarks_mrk")
+ROLES = ("image", "labels", "landmarks_csv", "landmarks_mrk", "pseudo_landmarks_csv")
 CHANNEL_NAMES = {"0": "CT"}
 # Temporary names written by atomic.atomic_output_path: ".<stem>.<8 hex>.partial<suffix>".
 _PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial")
@@ -90,6 +90,8 @@ class Dataset:
             "labels": f"labels{tag}/{case_id}{self.file_ending}",
             "landmarks_csv": f"{landmarks}/{case_id}.csv",
             "landmarks_mrk": f"{landmarks}/{case_id}.mrk.json",
+            # A subfolder, so readers of <landmarks>/*.csv never take pseudo-landmarks for a case.
+            "pseudo_landmarks_csv": f"{landmarks}/pseudo/{case_id}.csv",
         }
         if role not in paths:
             raise ValueError(f"Unknown file role {role!r}; expected one of {ROLES}.")

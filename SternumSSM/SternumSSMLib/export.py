@@ -152,8 +152,12 @@ def export_case(
     file_ending: str | None = None,
     markups_writer: Callable[[Path], object] | None = None,
     extra_provenance: Mapping | None = None,
+    pseudo_landmarks: PointSet | None = None,
 ) -> ExportResult:
     """Write one case (a new version if the case exists) and its manifest record.
+
+    ``pseudo_landmarks`` (points between the anatomical ones) go to ``<landmarks>/pseudo/<case>.csv``
+    in the same coordinate system, recorded in the manifest as pseudo, never mixed with the protocol.
 
     ``labels`` must hold standard values on exactly the image grid: nothing is resampled.
     ``landmarks`` go to a CSV in ``landmark_coordinate_system`` and, for the protocol's points,
@@ -179,6 +183,10 @@ def export_case(
     if landmarks is not None:
         writers["landmarks_csv"] = lambda path: write_landmarks_csv(path, landmarks, landmark_coordinate_system)
         writers["landmarks_mrk"] = markups_writer or (lambda path: _write_markups_file(landmarks, path))
+    if pseudo_landmarks is not None:
+        writers["pseudo_landmarks_csv"] = lambda path: write_landmarks_csv(
+            path, pseudo_landmarks, landmark_coordinate_system
+        )
 
     provenance = {
         "annotator": annotator,
@@ -187,6 +195,8 @@ def export_case(
         "image": {"size": list(image.geometry.size), "spacing_mm": [round(s, 6) for s in image.geometry.spacing]},
         "segments": {"empty": empty},
         "landmarks": None if landmarks is None else _landmark_summary(landmarks, landmark_coordinate_system),
+        "pseudo_landmarks": None if pseudo_landmarks is None else {
+            "points": len(pseudo_landmarks.names), "placed": int(pseudo_landmarks.defined.sum()), "pseudo": True},
         "prediction": prediction.provenance() if prediction else None,
         "correction": _correction(prediction, labels, landmarks),
         **dict(extra_provenance or {}),
@@ -261,8 +271,10 @@ def export_from_scene(
     replace: bool = False,
     landmark_coordinate_system: CoordinateSystem = "LPS",
     file_ending: str | None = None,
+    pseudo_landmarks_node=None,
 ) -> ExportResult:
-    """Export the CT ``volume_node`` with the corrected ``segmentation_node`` (and landmarks).
+    """Export the CT ``volume_node`` with the corrected ``segmentation_node`` (and landmarks,
+    and pseudo-landmarks from their own node).
 
     Label values come from segment names (through ``segment_names`` for other names), on the
     CT's own grid. Unknown names and overlapping segments are errors; empty ones are reported.
@@ -298,6 +310,7 @@ def export_from_scene(
         landmark_coordinate_system=landmark_coordinate_system,
         file_ending=file_ending,
         markups_writer=None if landmarks_node is None else (lambda path: write_markups(landmarks_node, path)),
+        pseudo_landmarks=None if pseudo_landmarks_node is None else landmark_points(pseudo_landmarks_node, "LPS"),
     )
 
 
