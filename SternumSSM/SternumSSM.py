@@ -79,7 +79,9 @@ class SternumSSMParameterNode:
     preset - "fast": one fold, no mirroring; "accurate": all folds with mirroring.
     device - "auto" picks the GPU when PyTorch sees one.
     roi - limits the run to a box; left empty (None) the whole volume is segmented.
-    showUncertainty - overlay the per-voxel uncertainty of the prediction.
+    rerunMode - a CT that already has a predicted segmentation: "update" swaps its standard segments
+        and keeps segments the user added; "replace" removes it and makes a new one.
+    showUncertainty - compute the per-voxel uncertainty and overlay it on the slice views.
     exportSegmentation, exportLandmarks - the corrected case to add to the training dataset.
     datasetFolder - nnU-Net raw dataset folder; an empty or new folder becomes a new dataset.
     caseId, annotator - recorded with the case; a case id is never a patient identifier.
@@ -92,6 +94,7 @@ class SternumSSMParameterNode:
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     roi: vtkMRMLMarkupsROINode
+    rerunMode: Annotated[str, Choice(["update", "replace"])] = "update"
     showUncertainty: bool = False
     exportSegmentation: vtkMRMLSegmentationNode
     exportLandmarks: vtkMRMLMarkupsFiducialNode
@@ -137,9 +140,7 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.cancelButton.enabled = False
-        # The worker returns labels only so far; the overlay needs the uncertainty volume passed back too.
-        self.ui.showUncertaintyCheckBox.enabled = False
-        self.ui.showUncertaintyCheckBox.toolTip = _("The uncertainty overlay is not wired into the module yet.")
+        self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertaintyToggled)
 
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.suggestCaseIdButton.connect("clicked(bool)", self.onSuggestCaseId)
@@ -193,6 +194,10 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Loading the model and segmenting...")
             self.ui.segmentButton.enabled, self.ui.cancelButton.enabled = False, True
             self.pollTimer.start()
+
+    def onShowUncertaintyToggled(self, checked: bool) -> None:
+        if self._parameterNode and self._parameterNode.inputVolume:
+            self.logic.setUncertaintyVisible(self._parameterNode.inputVolume, checked)
 
     def onCancelButton(self) -> None:
         self.logic.cancelSegmentation()
@@ -310,7 +315,8 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
             parameterNode.roi.GetRASBounds(bounds)
             box = Box.from_ras_bounds(bounds)
             roi = [*box.lo_lps.tolist(), *box.hi_lps.tolist()]
-        self.worker.submit(folder / "ct.nrrd", folder / "labels.nrrd", roi)
+        uncertainty = folder / "uncertainty.nrrd" if parameterNode.showUncertainty else None
+        self.worker.submit(folder / "ct.nrrd", folder / "labels.nrrd", roi, uncertainty)
 
     def pollSegmentation(self) -> list:
         return self.worker.poll() if self.worker is not None else []
@@ -320,18 +326,42 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
             self.worker.cancel()
 
     def showResult(self, message: dict, parameterNode: SternumSSMParameterNode) -> vtkMRMLSegmentationNode:
-        """Read the worker's label map and make (or replace) the segmentation node for this CT."""
+        """Read the worker's files into this CT's segmentation node (updated or replaced as the user chose)
+        and, when computed, its uncertainty volume."""
         import SimpleITK as sitk
         from SternumSSMLib.geometry import Volume
-        from SternumSSMLib.prediction_nodes import show_prediction
+        from SternumSSMLib.prediction_nodes import show_prediction, show_uncertainty, uncertainty_node
 
+        volumeNode = parameterNode.inputVolume
         labels = Volume.from_sitk(sitk.ReadImage(message["output"]))
         existing = None
         for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
-            if node.GetNodeReference("SternumSSM.SourceVolume") is parameterNode.inputVolume:
+            if node.GetNodeReference("SternumSSM.SourceVolume") is volumeNode:
                 existing = node
         record = message["record"] | {"qa_flags": message["flags"]}
-        return show_prediction(slicer.mrmlScene, labels, parameterNode.inputVolume, record, existing, mode="replace")
+        segmentationNode = show_prediction(
+            slicer.mrmlScene, labels, volumeNode, record, existing, mode=parameterNode.rerunMode
+        )
+        if message.get("uncertainty"):
+            show_uncertainty(slicer.mrmlScene, Volume.from_sitk(sitk.ReadImage(message["uncertainty"])), volumeNode)
+            self.setUncertaintyVisible(volumeNode, parameterNode.showUncertainty)
+        elif uncertainty_node(volumeNode) is not None:
+            slicer.mrmlScene.RemoveNode(uncertainty_node(volumeNode))  # it belonged to an earlier prediction
+        return segmentationNode
+
+    def setUncertaintyVisible(self, volumeNode: vtkMRMLScalarVolumeNode, visible: bool) -> None:
+        """Show the CT's uncertainty volume as the slice views' foreground, or take it out of them."""
+        from SternumSSMLib.prediction_nodes import uncertainty_node
+
+        node = uncertainty_node(volumeNode)
+        if node is None:
+            return
+        if visible:
+            slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.4)
+            return
+        for compositeNode in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+            if compositeNode.GetForegroundVolumeID() == node.GetID():
+                compositeNode.SetForegroundVolumeID(None)
 
     def openSegmentEditor(self, segmentationNode: vtkMRMLSegmentationNode, volumeNode: vtkMRMLScalarVolumeNode) -> None:
         slicer.util.selectModule("SegmentEditor")
@@ -414,5 +444,6 @@ class SternumSSMTest(ScriptedLoadableModuleTest):
         parameterNode = SternumSSMLogic().getParameterNode()
         self.assertEqual(parameterNode.preset, "fast")
         self.assertEqual(parameterNode.device, "auto")
+        self.assertEqual(parameterNode.rerunMode, "update")
         self.assertFalse(parameterNode.showUncertainty)
         self.assertIsNone(parameterNode.roi)

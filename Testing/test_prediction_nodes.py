@@ -1,4 +1,5 @@
-"""A prediction becomes the segmentation node to correct: names, colours, values, geometry, re-runs."""
+"""A prediction becomes the segmentation node to correct: names, colours, values, geometry, re-runs;
+its uncertainty becomes one overlay volume per CT."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ import pytest
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
-from SternumSSMLib.prediction_nodes import UNEDITED_PREDICTION_ATTRIBUTE, prediction_record, show_prediction
+from SternumSSMLib.prediction_nodes import (
+    UNCERTAINTY_WINDOW,
+    UNEDITED_PREDICTION_ATTRIBUTE,
+    prediction_record,
+    show_prediction,
+    show_uncertainty,
+    uncertainty_node,
+)
 from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
-from SternumSSMLib.volume_nodes import volume_node_from_volume
+from SternumSSMLib.volume_nodes import volume_from_node, volume_node_from_volume
 
 SCHEME = label_scheme()
 
@@ -67,3 +75,25 @@ def test_rerun_replace_and_update_never_duplicate(mrml_scene, oblique_flipped):
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
     with pytest.raises(ValueError, match="update"):
         show_prediction(mrml_scene, oblique_flipped.labels, ct, existing=replaced, mode="merge")
+
+
+def test_uncertainty_is_one_node_per_ct_on_its_grid(mrml_scene, oblique_geometry):
+    ct_volume = Volume(np.zeros(oblique_geometry.shape_kji, np.int16), oblique_geometry)
+    ct = volume_node_from_volume(mrml_scene, ct_volume, "CT")
+    rng = np.random.default_rng(0)
+    first = Volume(rng.uniform(0.0, 0.8, oblique_geometry.shape_kji).astype(np.float32), oblique_geometry)
+    node = show_uncertainty(mrml_scene, first, ct)
+    assert node.GetName() == "CT uncertainty" and uncertainty_node(ct) is node
+    shown = volume_from_node(node)
+    assert shown.geometry.same_grid(oblique_geometry)
+    np.testing.assert_array_equal(shown.array, first.array)
+    display = node.GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx(UNCERTAINTY_WINDOW)
+    assert display.GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Heat"  # present in headless scenes too
+
+    second = Volume(np.full(oblique_geometry.shape_kji, 0.25, np.float32), oblique_geometry)
+    assert show_uncertainty(mrml_scene, second, ct) is node
+    np.testing.assert_array_equal(volume_from_node(node).array, second.array)
+    volumes = range(mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    names = [mrml_scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName() for i in volumes]
+    assert names == ["CT", "CT uncertainty"]

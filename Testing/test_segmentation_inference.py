@@ -16,6 +16,7 @@ from SternumSSMLib.cli import main
 from SternumSSMLib.geometry import ImageGeometry, Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.metrics import dice_per_class
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, random_parameters, with_orientation
+from SternumSSMLib.predict_command import read_ct
 from SternumSSMLib.roi import Box, crop, index_slices
 from SternumSSMLib.segment import segment_ct
 from SternumSSMLib.segmentation_inference import (
@@ -26,6 +27,8 @@ from SternumSSMLib.segmentation_inference import (
     PredictionSettings,
     SegmentationModel,
 )
+from SternumSSMLib.study_import import read_segmentation_file
+from test_study_import import write_dicom_series
 
 MODEL = Path(os.environ.get("STERNUM_SSM_TEST_MODEL", BUNDLED_MODEL))
 # The sternum and the cartilage's anterior half: keeps each prediction to a few tiles.
@@ -224,3 +227,34 @@ def test_cli_predict_writes_segmentation_and_record(tmp_path, held_out_case, cap
     assert written.items() <= {c.name: c.value for c in label_scheme().classes}.items()
     assert main(["predict", str(ct), "--output", str(tmp_path / "out"), "--model", str(MODEL)]) == 2
     assert "exist" in capsys.readouterr().err
+
+
+def test_cli_predict_reads_a_dicom_series_folder(tmp_path):
+    direction = rotation_matrix([0.1, 0.2, 1.0], 8.0)  # oblique slices: ImageOrientationPatient matters
+    image, truth = cropped_case(
+        with_orientation(random_parameters(5104, hard_cases=False), direction, spacing=(3.0, 3.0, 3.0))
+    )
+    write_dicom_series(image, tmp_path / "chest")
+    assert main(["predict", str(tmp_path / "chest"), "--output", str(tmp_path / "out"), "--model", str(MODEL)]) == 0
+    labels = read_segmentation_file(tmp_path / "out" / "chest.seg.nrrd")
+    assert labels.geometry.same_grid(image.geometry)
+    dice = dice_per_class(labels.array, truth.array)
+    assert min(dice["Manubrium"], dice["Sternal_body"]) > 0.8, dice
+    record = json.loads((tmp_path / "out" / "chest.json").read_text())
+    assert record["input"] == str(tmp_path / "chest")
+
+
+def test_dicom_folders_with_one_slice_or_several_series_are_refused(tmp_path, capsys):
+    geometry = ImageGeometry(np.zeros(3), np.full(3, 3.0), np.eye(3), (16, 16, 1))
+    write_dicom_series(Volume(np.zeros((1, 16, 16), np.int16), geometry), tmp_path / "one_slice")
+    assert main(["predict", str(tmp_path / "one_slice"), "--output", str(tmp_path / "out"), "--model", str(MODEL)]) == 2
+    assert "single slice; a CT needs more than one slice" in capsys.readouterr().err
+
+    for uid, depth in (("1.2.3.4", 3), ("1.2.3.5", 4)):
+        grid = ImageGeometry(np.zeros(3), np.full(3, 3.0), np.eye(3), (16, 16, depth))
+        write_dicom_series(Volume(np.zeros((depth, 16, 16), np.int16), grid), tmp_path / "two", series_uid=uid)
+    assert main(["predict", str(tmp_path / "two"), "--output", str(tmp_path / "out"), "--model", str(MODEL)]) == 2
+    error = capsys.readouterr().err
+    assert "2 DICOM series: 1.2.3.4, 1.2.3.5" in error and "--series-uid" in error
+    assert read_ct(tmp_path / "two", series_uid="1.2.3.5").geometry.size == (16, 16, 4)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -5,6 +5,9 @@ Two ways to re-run on a volume that already has a result, chosen by the user:
 - ``update``: the standard segments of the existing node are swapped for the new
   prediction in place; segments the user added under other names stay untouched.
 Neither ever duplicates a standard segment.
+
+The prediction's uncertainty (1 - top class probability) goes into one scalar volume node per
+CT, which the CT references and every re-run refills.
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from .anatomy import label_scheme
 from .geometry import Volume
 from .mrml import scratch_nodes
 from .segmentation_nodes import segmentation_from_labelmap
+from .volume_nodes import update_volume_node, volume_node_from_volume
 
 RECORD_ATTRIBUTE = "SternumSSM.PredictionRecord"
 UNEDITED_PREDICTION_ATTRIBUTE = "SternumSSM.PredictionSegmentationID"
+UNCERTAINTY_REFERENCE = "SternumSSM.Uncertainty"
 RerunMode = Literal["replace", "update"]
+# Uncertainty is 1 - top probability: 0 for a sure voxel, at most 0.8 with five classes. The window
+# saturates at 0.5 (a two-way tie), and voxels below the threshold are transparent in the slice views.
+UNCERTAINTY_WINDOW = (0.0, 0.5)
+UNCERTAINTY_THRESHOLD = 0.05
+# Warm colour tables, best first; a scene without any keeps the volume's default grey.
+UNCERTAINTY_COLOR_NODE_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeIron")
 
 
 def show_prediction(
@@ -53,6 +64,39 @@ def show_prediction(
         node.SetAttribute(RECORD_ATTRIBUTE, json.dumps(record))
     _keep_unedited_copy(scene, node, labels, name)
     return node
+
+
+def show_uncertainty(
+    scene: slicer.vtkMRMLScene,
+    uncertainty: Volume,
+    reference_volume_node: slicer.vtkMRMLScalarVolumeNode,
+    existing: slicer.vtkMRMLScalarVolumeNode | None = None,
+) -> slicer.vtkMRMLScalarVolumeNode:
+    """The CT's uncertainty volume node holding ``uncertainty`` (LPS geometry), refilled if it exists.
+
+    ``existing`` defaults to the node the CT references; the CT references the result.
+    """
+    node = existing if existing is not None else uncertainty_node(reference_volume_node)
+    if node is None:
+        node = volume_node_from_volume(scene, uncertainty, f"{reference_volume_node.GetName()} uncertainty")
+    else:
+        update_volume_node(node, uncertainty)
+        node.CreateDefaultDisplayNodes()
+    reference_volume_node.SetNodeReferenceID(UNCERTAINTY_REFERENCE, node.GetID())
+    display = node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(*UNCERTAINTY_WINDOW)
+    display.SetThreshold(UNCERTAINTY_THRESHOLD, 1.0)
+    display.ApplyThresholdOn()
+    color_id = next((i for i in UNCERTAINTY_COLOR_NODE_IDS if scene.GetNodeByID(i) is not None), None)
+    if color_id is not None:
+        display.SetAndObserveColorNodeID(color_id)
+    return node
+
+
+def uncertainty_node(reference_volume_node: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkMRMLScalarVolumeNode | None:
+    """The uncertainty volume node of the CT's last prediction, if any."""
+    return reference_volume_node.GetNodeReference(UNCERTAINTY_REFERENCE)
 
 
 def _keep_unedited_copy(scene, node, labels: Volume, name: str) -> None:

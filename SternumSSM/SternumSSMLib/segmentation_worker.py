@@ -2,7 +2,7 @@
 
 The worker process loads the model once and then serves requests, one JSON object per line
 on stdin; it answers with JSON lines on stdout (``ready``, ``progress``, ``done``, ``error``).
-Images and label maps travel as NRRD files (LPS geometry in the header).
+Images, label maps and the optional uncertainty map travel as NRRD files (LPS geometry in the header).
 
 :class:`SegmentationWorker` is the Qt-free client: a reader thread puts the worker's messages
 into a queue, :meth:`SegmentationWorker.poll` drains it without blocking (Slicer calls it
@@ -68,12 +68,25 @@ class SegmentationWorker:
         error = process.stderr.read().strip().splitlines()
         messages.put({"event": "exit", "returncode": process.wait(), "stderr": error[-5:]})
 
-    def submit(self, image_path: Path | str, output_path: Path | str, roi_lps: list[float] | None = None) -> int:
-        """Queue one CT (NRRD/NIfTI file); the label map will be written to ``output_path``."""
+    def submit(
+        self,
+        image_path: Path | str,
+        output_path: Path | str,
+        roi_lps: list[float] | None = None,
+        uncertainty_path: Path | str | None = None,
+    ) -> int:
+        """Queue one CT (NRRD/NIfTI file); the label map will be written to ``output_path`` and,
+        when ``uncertainty_path`` is given, the per-voxel uncertainty (float, CT grid) there."""
         if not self.running:
             self._start()
         request_id = next(self._ids)
-        request = {"id": request_id, "image": str(image_path), "output": str(output_path), "roi_lps": roi_lps}
+        request = {
+            "id": request_id,
+            "image": str(image_path),
+            "output": str(output_path),
+            "roi_lps": roi_lps,
+            "uncertainty": None if uncertainty_path is None else str(uncertainty_path),
+        }
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         return request_id
@@ -128,6 +141,7 @@ def serve(model_folder: str, preset: str, device: str) -> int:
         try:
             roi = request.get("roi_lps")
             box = Box(np.array(roi[:3]), np.array(roi[3:])) if roi else None
+            uncertainty_path = request.get("uncertainty")
             outcome = segment_ct(
                 model,
                 read_ct(Path(request["image"])),
@@ -135,14 +149,18 @@ def serve(model_folder: str, preset: str, device: str) -> int:
                 progress=lambda done, total, i=request_id: _emit(
                     {"event": "progress", "id": i, "done": done, "total": total}
                 ),
+                with_uncertainty=uncertainty_path is not None,
             )
             sitk.WriteImage(Volume.to_sitk(outcome.labels), request["output"], True)
+            if uncertainty_path is not None:
+                sitk.WriteImage(Volume.to_sitk(outcome.uncertainty), uncertainty_path, True)
             flags = [asdict(flag) for flag in outcome.flags]
             _emit(
                 {
                     "event": "done",
                     "id": request_id,
                     "output": request["output"],
+                    "uncertainty": uncertainty_path,
                     "record": outcome.record,
                     "flags": flags,
                 }

@@ -25,6 +25,7 @@ import slicerio
 
 from .anatomy import default_protocol, label_scheme
 from .case_files import check_case_id
+from .dicom_series import read_series, series_files
 from .export import export_case
 from .geometry import CoordinateSystem, ImageGeometry, PointSet, Volume
 from .landmark_files import read_landmarks_csv
@@ -64,18 +65,9 @@ class _Case:
 def read_image(path: Path) -> tuple[Volume, dict]:
     """A CT from a DICOM series folder or an image file, and its source record (kind, format, hash)."""
     if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series = reader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise ValueError("the folder holds no DICOM series")
-        if len(series) > 1:
-            raise ValueError(f"the folder holds {len(series)} DICOM series; put each series in its own folder")
-        files = list(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-        if len(files) < 2:
-            raise ValueError("the DICOM series has a single slice; a 3D CT is needed")
-        reader.SetFileNames(files)
-        image = reader.Execute()
-        source = {"kind": "dicom", "format": "dicom", "sha256": source_sha256([Path(f) for f in files])}
+        files = series_files(path)
+        image = read_series(files)
+        source = {"kind": "dicom", "format": "dicom", "sha256": source_sha256(files)}
     else:
         image = sitk.ReadImage(str(path))
         source = {"kind": "file", "format": _suffix(path, IMAGE_SUFFIXES), "sha256": source_sha256([path])}

@@ -25,10 +25,15 @@ def volume_node_from_volume(
     """Add a scalar (or label map) volume node whose IJKToRAS comes from the volume's LPS geometry."""
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
     node = scene.AddNewNodeByClass(class_name, name)
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(volume.geometry.ijk_to_ras()))
-    slicer.util.updateVolumeFromArray(node, volume.array)
+    update_volume_node(node, volume)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def update_volume_node(node: slicer.vtkMRMLVolumeNode, volume: Volume) -> None:
+    """Replace the node's voxels and geometry (IJKToRAS from the volume's LPS geometry) in place."""
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(volume.geometry.ijk_to_ras()))
+    slicer.util.updateVolumeFromArray(node, volume.array)
 
 
 def volume_from_node(node: slicer.vtkMRMLVolumeNode) -> Volume:
