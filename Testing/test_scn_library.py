@@ -92,6 +92,16 @@ def test_grid_is_centred_on_the_mask_and_holds_every_landmark(axial_and_oblique)
     assert np.mean((values > 0.05) & (values < 0.95)) > 0.3 or np.mean(values > 0) > 0.8
 
 
+def test_a_stray_island_does_not_move_the_grid(axial_and_oblique):
+    """Predicted segmentations can keep a small island at the scan boundary; it must not shift the grid."""
+    axial, _ = axial_and_oblique
+    config = SCNConfig()
+    with_island = axial.labels.array.copy()
+    with_island[-3:, -3:, -3:] = 2  # 27 voxels of "sternal body" in a far corner
+    island = network_grid(Volume(with_island, axial.labels.geometry), config)
+    np.testing.assert_allclose(island.origin_lps, network_grid(axial.labels, config).origin_lps)
+
+
 def test_empty_mask_is_refused_with_the_fix(axial_and_oblique):
     axial, _ = axial_and_oblique
     cartilage_only = Volume(np.where(axial.labels.array == 4, 4, 0).astype(np.uint8), axial.labels.geometry)

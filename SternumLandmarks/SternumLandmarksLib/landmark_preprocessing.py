@@ -32,11 +32,23 @@ class EmptyMaskError(ValueError):
     """The segmentation holds no manubrium and no sternal body."""
 
 
-def sternum_mask(labels: Volume) -> np.ndarray:
-    """Boolean [k, j, i] mask of manubrium plus sternal body, from the anatomy's label values."""
+def sternum_mask(labels: Volume, smallest_fraction: float = 0.1) -> np.ndarray:
+    """Boolean [k, j, i] mask of manubrium plus sternal body, from the anatomy's label values.
+
+    Pieces smaller than ``smallest_fraction`` of the largest are dropped: a stray island of a
+    predicted segmentation (post-processing keeps islands that touch the scan boundary) would
+    otherwise stretch the bounding box the grid is centred on. The manubrium and body are each
+    far above that fraction, joined or not.
+    """
     scheme = label_scheme()
     values = [scheme.by_name(name).value for name in MASK_STRUCTURES]
-    return np.isin(labels.array, values)
+    mask = np.isin(labels.array, values)
+    pieces, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(pieces.ravel())[1:]
+        keep = np.flatnonzero(sizes >= smallest_fraction * sizes.max()) + 1
+        mask = np.isin(pieces, keep)
+    return mask
 
 
 @dataclass(frozen=True)
