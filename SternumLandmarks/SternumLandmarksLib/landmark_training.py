@@ -201,7 +201,7 @@ def train_landmark_model(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             progress.update(1)
             progress.set_description(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.1f}")
         row = {"epoch": epoch + 1, "learning_rate": rate, "train_loss": float(np.mean(losses)),

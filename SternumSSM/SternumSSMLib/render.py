@@ -8,6 +8,7 @@ viewer's left, superior at the top.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -80,14 +81,37 @@ def render_case(
     spacing_mm: float = 1.0,
     overwrite: bool = True,
     low_confidence: np.ndarray | None = None,
+    dpi: float = 110,
+    caption: str = "",
+    highlight: Volume | None = None,
+    markers: Sequence[tuple[Sequence[float], str, str]] | None = None,
+    focus_lps: Sequence[float] | None = None,
 ) -> Path:
     """Write a PNG with a frontal surface view and three slices; landmarks may be LPS or RAS.
 
     ``low_confidence`` (one bool per landmark) draws those points in orange with a "?".
+    Optional extras (none changes the picture when left out): ``dpi`` of the PNG; ``caption``,
+    lines of text below the legend; ``highlight``, a mask (nonzero voxels, on the labels' grid)
+    outlined in magenta, e.g. voxels a correction changed; ``markers``, extra points as (LPS position, text,
+    colour) drawn as crosses; ``focus_lps``, an LPS point the three slices pass through instead
+    of the sternum's middle.
     """
     ct = resample_to_lps_axes(image, spacing_mm, is_label=False)
     lab = resample_to_lps_axes(labels, spacing_mm, is_label=True)
     geometry = ct.geometry
+    marked = None
+    if highlight is not None:
+        if not highlight.geometry.same_grid(labels.geometry):
+            raise ValueError("The highlight mask must be on the label map's voxel grid.")
+        flagged = Volume((highlight.array != 0).astype(np.uint8), highlight.geometry)
+        marked = resample_to_lps_axes(flagged, spacing_mm, is_label=True).array
+    extra = None
+    if markers:
+        extra = (
+            geometry.lps_to_index(np.array([np.asarray(m[0], float) for m in markers]).reshape(-1, 3)),
+            [m[1] for m in markers],
+            [m[2] for m in markers],
+        )
     points = None
     if landmarks is not None:
         lps = landmarks.to("LPS")
@@ -102,9 +126,15 @@ def render_case(
         raise ValueError("The label map is empty; there is nothing to render.")
     sternum_voxels = np.argwhere((lab.array > 0) & (lab.array < 4))
     anchor = np.median(sternum_voxels if len(sternum_voxels) else foreground, axis=0).astype(int)
+    if focus_lps is not None:
+        focus = geometry.lps_to_index(np.asarray(focus_lps, float).reshape(1, 3))[0][::-1]
+        anchor = np.clip(np.rint(focus), 0, np.array(lab.array.shape) - 1).astype(int)
 
     cmap = _label_colormap()
-    fig, axes = plt.subplots(2, 2, figsize=(13, 12))
+    caption_lines = caption.splitlines() if caption else []
+    # Caption text needs this many inches below the legend; the panels keep their size.
+    caption_inches = 0.25 * len(caption_lines) + 0.2 if caption_lines else 0.0
+    fig, axes = plt.subplots(2, 2, figsize=(13, 12 + caption_inches))
     fig.patch.set_facecolor("black")
     for axis in axes.ravel():
         axis.set_facecolor("black")
@@ -117,6 +147,12 @@ def render_case(
     z0, z1 = np.nonzero((first > 0).any(axis=1))[0][[0, -1]]
     x0, x1 = np.nonzero((first > 0).any(axis=0))[0][[0, -1]]
     axes[0, 0].imshow(rgb[z0 : z1 + 1, x0 : x1 + 1][::-1], interpolation="bilinear")
+    if marked is not None and marked.any():
+        seen = marked.any(axis=1)[z0 : z1 + 1, x0 : x1 + 1][::-1]
+        if seen.any():
+            axes[0, 0].contour(seen, levels=[0.5], colors="magenta", linewidths=1.2)
+    if extra is not None:
+        _marker_scatter(axes[0, 0], extra[0][:, 0] - x0, (z1 - z0) - (extra[0][:, 2] - z0), extra[1], extra[2])
     if points is not None and len(points):
         px, pz = points[:, 0] - x0, (z1 - z0) - (points[:, 2] - z0)
         axes[0, 0].scatter(px, pz, s=14, c=point_colors, edgecolors="white", linewidths=0.5, zorder=3)
@@ -132,32 +168,70 @@ def render_case(
         (axes[1, 1], "Sagittal midline (anterior on the left)", 2, True),
     ]
     for axis, name, fixed, flip in views:
-        _slice_panel(axis, ct.array, lab.array, fixed, int(anchor[fixed]), flip, cmap, points)
+        _slice_panel(axis, ct.array, lab.array, fixed, int(anchor[fixed]), flip, cmap, points, marked, extra)
         axis.set_title(name, color="white")
 
     handles = [plt.Line2D([], [], color=c.color, lw=6, label=f"{c.value} {c.name}") for c in label_scheme().classes]
     handles.append(plt.Line2D([], [], color="red", marker="o", lw=0, label="landmarks (L01-L34)"))
     if low_confidence is not None and np.any(low_confidence):
         handles.append(plt.Line2D([], [], color="orange", marker="o", lw=0, label="low confidence (n?)"))
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, labelcolor="white")
-    if title:
-        fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    if marked is not None:
+        handles.append(plt.Line2D([], [], color="magenta", lw=2, label="highlighted voxels"))
+    if not caption_lines:
+        fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, labelcolor="white")
+        if title:
+            fig.suptitle(title, color="white")
+        fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    else:
+        height = 12 + caption_inches
+        bottom = caption_inches / height
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, bottom), ncol=5, frameon=False,
+                   labelcolor="white")
+        fig.text(0.01, 0.1 / height, "\n".join(caption_lines), color="white", family="monospace", fontsize=12,
+                 va="bottom", ha="left")
+        if title:
+            fig.suptitle(title, color="white")
+        fig.tight_layout(rect=(0, bottom + 0.48 / height, 1, 1 - 0.36 / height))
     output = Path(output)
     with atomic_output_path(output, overwrite=overwrite) as temporary:
-        fig.savefig(temporary, dpi=110, facecolor="black", format="png")
+        fig.savefig(temporary, dpi=dpi, facecolor="black", format="png")
     plt.close(fig)
     return output
 
 
-def _slice_panel(axis, ct, labels, fixed: int, index: int, flip: bool, cmap, points) -> None:
-    """One CT slice (array axis ``fixed`` at ``index``) with segment outlines and nearby landmarks."""
+def _marker_scatter(axis, xs, ys, texts, colors) -> None:
+    axis.scatter(xs, ys, s=60, c=colors, marker="X", edgecolors="white", linewidths=0.6, zorder=4)
+    for text, x, y, color in zip(texts, xs, ys, colors, strict=True):
+        axis.annotate(text, (x, y), color=color, fontsize=9, xytext=(5, 4), textcoords="offset points", zorder=4)
+
+
+def _slice_panel(axis, ct, labels, fixed: int, index: int, flip: bool, cmap, points, marked=None, extra=None) -> None:
+    """One CT slice (array axis ``fixed`` at ``index``) with segment outlines and nearby landmarks.
+
+    ``marked``: a highlight mask on the same grid, outlined in magenta; ``extra``: marker points
+    (indices, texts, colours), drawn when near the slice.
+    """
     image, label = np.take(ct, index, axis=fixed), np.take(labels, index, axis=fixed)
     rows, columns = (a for a in range(3) if a != fixed)
     if flip:
         image, label = image[::-1], label[::-1]
     axis.imshow(image, cmap="gray", vmin=-400, vmax=900, interpolation="bilinear")
     axis.contour(label, levels=np.arange(0.5, 5), colors=[cmap(v) for v in range(1, 5)], linewidths=1.0)
+    if marked is not None:
+        chosen = np.take(marked, index, axis=fixed)
+        chosen = chosen[::-1] if flip else chosen
+        if chosen.any():
+            axis.imshow(np.ma.masked_where(chosen == 0, chosen), cmap=ListedColormap(["magenta"]), alpha=0.45,
+                        interpolation="nearest")
+            axis.contour(chosen, levels=[0.5], colors="magenta", linewidths=1.2)
+    if extra is not None:
+        near = np.abs(extra[0][:, 2 - fixed] - index) < 4
+        if near.any():
+            xs, ys = extra[0][near, 2 - columns], extra[0][near, 2 - rows]
+            if flip:
+                ys = ct.shape[rows] - 1 - ys
+            _marker_scatter(axis, xs, ys, [t for t, n in zip(extra[1], near, strict=True) if n],
+                            [c for c, n in zip(extra[2], near, strict=True) if n])
     if points is not None and len(points):
         # Points are (i, j, k) = (x, y, z) indices; array axis a is point column 2 - a.
         near = np.abs(points[:, 2 - fixed] - index) < 4
