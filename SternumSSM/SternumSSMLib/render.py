@@ -150,7 +150,8 @@ def render_case(
     if marked is not None and marked.any():
         seen = marked.any(axis=1)[z0 : z1 + 1, x0 : x1 + 1][::-1]
         if seen.any():
-            axes[0, 0].contour(seen, levels=[0.5], colors="magenta", linewidths=1.2)
+            axes[0, 0].imshow(np.ma.masked_where(~seen, seen.astype(float)), cmap=ListedColormap(["magenta"]),
+                              alpha=0.45, interpolation="nearest")
     if extra is not None:
         _marker_scatter(axes[0, 0], extra[0][:, 0] - x0, (z1 - z0) - (extra[0][:, 2] - z0), extra[1], extra[2])
     if points is not None and len(points):
@@ -185,8 +186,8 @@ def render_case(
     else:
         height = 12 + caption_inches
         bottom = caption_inches / height
-        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, bottom), ncol=5, frameon=False,
-                   labelcolor="white")
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, bottom), ncol=len(handles),
+                   frameon=False, labelcolor="white")
         fig.text(0.01, 0.1 / height, "\n".join(caption_lines), color="white", family="monospace", fontsize=12,
                  va="bottom", ha="left")
         if title:
@@ -200,9 +201,14 @@ def render_case(
 
 
 def _marker_scatter(axis, xs, ys, texts, colors) -> None:
+    """Crosses with their texts; texts go right of crosses right of the markers' middle, left of the others,
+    so that two markers close together stay readable."""
     axis.scatter(xs, ys, s=60, c=colors, marker="X", edgecolors="white", linewidths=0.6, zorder=4)
+    middle = float(np.mean(xs))
     for text, x, y, color in zip(texts, xs, ys, colors, strict=True):
-        axis.annotate(text, (x, y), color=color, fontsize=9, xytext=(5, 4), textcoords="offset points", zorder=4)
+        right = x >= middle
+        axis.annotate(text, (x, y), color=color, fontsize=9, xytext=(6 if right else -6, 4), zorder=4,
+                      textcoords="offset points", ha="left" if right else "right")
 
 
 def _slice_panel(axis, ct, labels, fixed: int, index: int, flip: bool, cmap, points, marked=None, extra=None) -> None:
