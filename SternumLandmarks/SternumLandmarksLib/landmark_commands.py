@@ -16,6 +16,7 @@ def add_landmark_parsers(commands) -> None:
     train.add_argument("--output", required=True, help="model folder; an interrupted run resumes from it")
     train.add_argument("--config", help="JSON config (only the changed keys); default: the study's values")
     train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.set_defaults(run=command_train_landmarks)
 
     curve = commands.add_parser(

@@ -129,10 +129,12 @@ class LandmarkPredictionCancelled(Exception):  # noqa: N818 - reads as what happ
 class LandmarkModel:
     """A trained landmark model folder, loaded once and reused for many cases."""
 
-    def __init__(self, folder: Path | str = BUNDLED_LANDMARK_MODEL, device: str = "cpu") -> None:
+    def __init__(self, folder: Path | str = BUNDLED_LANDMARK_MODEL, device: str = "auto") -> None:
+        from SternumSSMLib.segmentation_inference import resolve_device
+
         self.folder = Path(folder)
         self.network, self.renderer, self.config, self.landmark_ids, self.record = load_model_folder(self.folder)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.network.to(self.device)
 
     def heatmaps(self, mask: np.ndarray) -> np.ndarray:

@@ -115,14 +115,14 @@ def _prepare(cases: list[LandmarkCase], config: SCNConfig) -> list[PreparedCase]
     return [prepare_case(case.case_id, case.labels, case.landmarks.to("LPS").positions, config) for case in cases]
 
 
-def validation_errors(network, cases: list[PreparedCase]) -> np.ndarray:
+def validation_errors(network, cases: list[PreparedCase], device: torch.device | None = None) -> np.ndarray:
     """IPE in mm, shape (cases, landmarks), of every heatmap's refined peak (placed or not); NaN where
     the ground truth is missing. Unplaced points count, so a model cannot improve by abstaining."""
     network.eval()
     errors = []
     with torch.no_grad():
         for case in cases:
-            heatmaps = network(torch.from_numpy(case.mask)[None, None])[0].numpy()
+            heatmaps = network(torch.from_numpy(case.mask)[None, None].to(device))[0].cpu().numpy()
             predicted = case.grid.index_to_lps(refine_peaks(heatmaps)[0])
             truth = case.grid.index_to_lps(case.landmarks_kji)
             errors.append(np.linalg.norm(predicted - truth, axis=1))
@@ -147,13 +147,17 @@ def train_landmark_model(
     config: SCNConfig,
     show_progress: bool = True,
     threads: int | None = None,
+    device: str = "auto",
     after_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train (or resume) into ``output``; returns the best validation IPE summary.
 
     ``output`` must be new, or hold a ``checkpoint_last.pth`` of the same config to resume.
-    ``after_epoch`` gets each epoch's log row once its resume state is on disk.
+    ``after_epoch`` gets each epoch's log row once its resume state is on disk. ``device``: auto
+    (CUDA when present, else CPU), cpu, cuda or mps; the same code runs on each.
     """
+    from SternumSSMLib.segmentation_inference import resolve_device
+
     output = Path(output)
     if threads:
         torch.set_num_threads(threads)
@@ -167,6 +171,9 @@ def train_landmark_model(
     torch.manual_seed(config.seed)
     network = build_network(config, len(landmark_ids))
     renderer = HeatmapRenderer(len(landmark_ids), config.sigma_initial, config.gamma)
+    target_device = resolve_device(device)
+    network.to(target_device)
+    renderer.to(target_device)
     optimizer = make_optimizer(network, renderer, config)
     state = {"epoch": 0, "best_mean_ipe_mm": float("inf"), "best_epoch": -1}
     rng = np.random.default_rng(config.seed)
@@ -195,7 +202,7 @@ def train_landmark_model(
         losses = []
         for _ in range(iterations):
             chosen = [training_cases[i] for i in rng.choice(len(training_cases), config.batch_size)]
-            images, points = _batch(chosen, rng, config)
+            images, points = (tensor.to(target_device) for tensor in _batch(chosen, rng, config))
             target = renderer(points, config.grid_shape_kji)
             loss, _ = scn_loss(network(images), target, renderer, config)
             optimizer.zero_grad()
@@ -208,7 +215,7 @@ def train_landmark_model(
                "sigma_mean": float(renderer.sigmas.detach().abs().mean()), "val_mean_ipe_mm": "",
                "val_median_ipe_mm": ""}
         if validation_cases and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
-            errors = validation_errors(network, validation_cases)
+            errors = validation_errors(network, validation_cases, target_device)
             mean, median = float(np.nanmean(errors)), float(np.nanmedian(errors))
             row |= {"val_mean_ipe_mm": mean, "val_median_ipe_mm": median}
             if mean < state["best_mean_ipe_mm"]:
@@ -321,4 +328,4 @@ def train_from_command_line(args) -> dict:
     else:
         training = phantom_cases(DEMO_TRAINING_SEEDS[: args.phantoms])
         validation = phantom_cases(DEMO_VALIDATION_SEEDS[: args.validation_phantoms])
-    return train_landmark_model(training, validation, args.output, config, threads=args.threads)
+    return train_landmark_model(training, validation, args.output, config, threads=args.threads, device=args.device)
