@@ -346,21 +346,10 @@ class SternumLandmarksLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self) -> bool:
         """torch through the PyTorch extension, the landmark network through pip; asks first, never at import."""
-        import importlib.util
+        from SternumSSMLib.dependencies import ensure_packages_in_slicer
 
-        if importlib.util.find_spec("torch") is None:
-            import PyTorchUtils
-
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled() and not torchLogic.installTorch(askConfirmation=True):
-                return False
-        if importlib.util.find_spec("landmarker") is None:
-            if not slicer.util.confirmOkCancelDisplay(
-                _("SternumLandmarks needs landmarker (the landmark network). Install it now?")
-            ):
-                return False
-            slicer.util.pip_install("landmarker==0.4.1")
-        return True
+        requirements = {"landmarker": "landmarker==0.4.1"}
+        return ensure_packages_in_slicer(requirements, _("SternumLandmarks (the landmark network)"))
 
     @staticmethod
     def chosenPath(path: Path | None) -> Path | None:

@@ -274,19 +274,9 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self) -> bool:
         """torch through the PyTorch extension, nnunetv2 through pip; asks first, never at import."""
-        import importlib.util
+        from SternumSSMLib.dependencies import ensure_packages_in_slicer
 
-        if importlib.util.find_spec("torch") is None:
-            import PyTorchUtils
-
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled() and not torchLogic.installTorch(askConfirmation=True):
-                return False
-        if importlib.util.find_spec("nnunetv2") is None:
-            if not slicer.util.confirmOkCancelDisplay(_("SternumSSM needs nnunetv2 (about 100 MB). Install it now?")):
-                return False
-            slicer.util.pip_install("nnunetv2==2.8.1")
-        return True
+        return ensure_packages_in_slicer({"nnunetv2": "nnunetv2==2.8.1"}, _("SternumSSM (nnU-Net segmentation)"))
 
     def modelFolder(self, parameterNode: SternumSSMParameterNode) -> Path:
         from SternumSSMLib.segmentation_inference import BUNDLED_MODEL

@@ -54,30 +54,26 @@ class LandmarkCase:
 
 
 def read_dataset_cases(folder: Path | str, case_ids: list[str] | None = None) -> list[LandmarkCase]:
-    """Training cases of a dataset folder: ``labelsTr/<case><ending>`` with ``landmarks/<case>.csv``.
+    """Training cases of a dataset folder written by the export: label map and ``landmarks/<case>.csv``.
 
     Cases without a landmark file are skipped (they still train the segmentation).
     """
     import SimpleITK as sitk
+    from SternumSSMLib.dataset import open_dataset
     from SternumSSMLib.landmark_files import read_landmarks_csv
 
-    folder = Path(folder)
-    labels_folder, landmarks_folder = folder / "labelsTr", folder / "landmarks"
-    if not labels_folder.is_dir() or not landmarks_folder.is_dir():
-        raise FileNotFoundError(
-            f"{folder} is not a dataset folder with labelsTr/ and landmarks/; export corrected cases into it first "
-            "(`sternum-ssm export`)."
-        )
+    dataset = open_dataset(folder)
+    landmarks_folder = dataset.root / dataset.landmark_folder("train")
     protocol_ids = default_protocol().ids
     cases = []
     for csv_path in sorted(landmarks_folder.glob("*.csv")):
         case_id = csv_path.stem
         if case_ids is not None and case_id not in case_ids:
             continue
-        label_files = [path for path in labels_folder.glob(f"{case_id}.*") if path.name.startswith(case_id + ".")]
-        if not label_files:
-            raise FileNotFoundError(f"{csv_path} has no label map labelsTr/{case_id}.*; re-export the case.")
-        labels = Volume.from_sitk(sitk.ReadImage(str(label_files[0])))
+        label_path = dataset.root / dataset.relative_path("labels", case_id, "train")
+        if not label_path.is_file():
+            raise FileNotFoundError(f"{csv_path} has no label map {label_path.name}; re-export the case.")
+        labels = Volume.from_sitk(sitk.ReadImage(str(label_path)))
         landmarks = read_landmarks_csv(csv_path, "LPS").to("LPS")
         if landmarks.names != protocol_ids:
             raise ValueError(f"{csv_path} does not list the protocol's {len(protocol_ids)} landmarks in order.")

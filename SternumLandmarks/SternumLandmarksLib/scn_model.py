@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import torch
+from SternumSSMLib.atomic import atomic_output_path, write_text_atomic
 from torch import nn
 
 from .scn_config import SCNConfig
@@ -116,8 +117,6 @@ def save_model_folder(
     record: dict,
 ) -> None:
     """Write config.json and model.pth into ``folder`` (created if needed), each atomically."""
-    from SternumSSMLib.atomic import atomic_output_path, write_text_atomic
-
     folder.mkdir(parents=True, exist_ok=True)
     weights = {"network": network.state_dict(), "sigmas": renderer.sigmas.detach().clone()}
     with atomic_output_path(folder / WEIGHTS_FILE, overwrite=True) as temporary:

@@ -84,7 +84,7 @@ class Dataset:
         if split not in SPLITS:
             raise ValueError(f"Split {split!r} is not one of {SPLITS}.")
         tag = "Tr" if split == "train" else "Ts"
-        landmarks = "landmarks" if split == "train" else "landmarksTs"
+        landmarks = self.landmark_folder(split)
         paths = {
             "image": f"images{tag}/{case_id}_0000{self.file_ending}",
             "labels": f"labels{tag}/{case_id}{self.file_ending}",
@@ -96,6 +96,11 @@ class Dataset:
         if role not in paths:
             raise ValueError(f"Unknown file role {role!r}; expected one of {ROLES}.")
         return paths[role]
+
+    @staticmethod
+    def landmark_folder(split: str) -> str:
+        """The folder (relative to ``root``) of a split's landmark files."""
+        return "landmarks" if split == "train" else "landmarksTs"
 
     def archive_folder(self, case_id: str, version: int) -> str:
         return f"{ARCHIVE}/{case_id}/v{version}"
