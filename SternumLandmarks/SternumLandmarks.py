@@ -389,11 +389,11 @@ class SternumLandmarksLogic(ScriptedLoadableModuleLogic):
 
     def startPrediction(self, parameterNode: SternumLandmarksParameterNode) -> None:
         """Read the segmentation here (MRML stays on the GUI thread) and predict on a worker thread."""
-        from SternumLandmarksLib.landmark_session import BackgroundPrediction, landmark_labels
+        from SternumLandmarksLib.landmark_session import BackgroundPrediction, landmark_inputs
 
-        labels = landmark_labels(parameterNode.inputSegmentation, parameterNode.referenceVolume)
+        labels, ct = landmark_inputs(parameterNode.inputSegmentation, parameterNode.referenceVolume)
         folder = self.modelFolder(parameterNode)
-        self.run = BackgroundPrediction(lambda: self.landmarkModel(folder), labels)
+        self.run = BackgroundPrediction(lambda: self.landmarkModel(folder), labels, ct)
 
     def pollPrediction(self) -> list:
         return self.run.poll() if self.run is not None else []

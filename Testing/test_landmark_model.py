@@ -3,6 +3,8 @@ orientations, and clear refusals. Floors sit a little below the numbers in its e
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from SternumLandmarksLib.landmark_model_evaluation import oblique_direction
@@ -33,7 +35,7 @@ def cases():
 def test_held_out_phantoms_are_landmarked_within_the_demo_floors(model, cases):
     errors, peaks = [], []
     for phantom in cases.values():
-        prediction = model.predict(phantom.labels)
+        prediction = model.predict(phantom.labels, phantom.image)
         errors.append(landmark_errors(prediction.points("LPS"), phantom.landmarks))
         every = PointSet(prediction.landmarks_lps.names, prediction.peak_positions_lps, "LPS")
         peaks.append(landmark_errors(every, phantom.landmarks))
@@ -46,8 +48,10 @@ def test_held_out_phantoms_are_landmarked_within_the_demo_floors(model, cases):
 
 def test_an_oblique_mirrored_copy_gives_the_same_physical_landmarks(model):
     params = random_parameters(5004, spacing=(2.0, 2.0, 2.0))
-    axial = model.predict(generate_phantom(params).labels)
-    oblique = model.predict(generate_phantom(with_orientation(params, oblique_direction(5004), (1.8, 2.2, 2.0))).labels)
+    axial_phantom = generate_phantom(params)
+    oblique_phantom = generate_phantom(with_orientation(params, oblique_direction(5004), (1.8, 2.2, 2.0)))
+    axial = model.predict(axial_phantom.labels, axial_phantom.image)
+    oblique = model.predict(oblique_phantom.labels, oblique_phantom.image)
     difference = np.linalg.norm(axial.peak_positions_lps - oblique.peak_positions_lps, axis=1)
     assert np.median(difference) < 1.0
     np.testing.assert_allclose(oblique.points("RAS").positions, oblique.points("LPS").positions * [-1, -1, 1])
@@ -57,14 +61,49 @@ def test_a_segmentation_without_sternum_is_refused(model, cases):
     phantom = cases[5004]
     cartilage_only = Volume(np.where(phantom.labels.array == 4, 4, 0).astype(np.uint8), phantom.labels.geometry)
     with pytest.raises(EmptyMaskError, match="nothing to place landmarks on"):
-        model.predict(cartilage_only)
+        model.predict(cartilage_only, phantom.image)
 
 
 def test_progress_is_reported_in_order_and_cancel_stops(model, cases):
     from SternumLandmarksLib.landmark_prediction import LandmarkPredictionCancelled
 
     fractions = []
-    model.predict(cases[5004].labels, progress=lambda fraction, text: fractions.append(fraction))
+    model.predict(cases[5004].labels, cases[5004].image, progress=lambda fraction, text: fractions.append(fraction))
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     with pytest.raises(LandmarkPredictionCancelled):
-        model.predict(cases[5004].labels, cancel=lambda: True)
+        model.predict(cases[5004].labels, cases[5004].image, cancel=lambda: True)
+
+
+def test_place_landmarks_command_writes_markups_csv_and_record_and_keeps_existing_files(model, cases, tmp_path):
+    from SternumLandmarksLib.markups import read_markups
+    from SternumSSMLib.case_files import write_volume
+    from SternumSSMLib.cli import main
+    from SternumSSMLib.landmark_files import read_landmarks_csv
+    from SternumSSMLib.mrml import close_scene, new_scene
+
+    phantom = cases[5004]
+    segmentation = write_volume(phantom.labels, tmp_path / "case7.nrrd")
+    ct = write_volume(phantom.image, tmp_path / "case7_ct.nrrd")
+    output = tmp_path / "landmarks"
+    assert main(["place-landmarks", str(segmentation), "--ct", str(ct), "--output", str(output)]) == 0
+
+    expected = model.predict(phantom.labels, phantom.image)
+    written = read_landmarks_csv(output / "case7.csv")
+    assert written.coordinate_system == "LPS" and written.names == expected.landmarks_lps.names
+    np.testing.assert_allclose(written.positions, expected.points("LPS").positions, atol=1e-4)
+    record = json.loads((output / "case7.json").read_text())
+    assert record["flags"] == expected.flags() and record["coordinate_system"] == "LPS"
+    assert set(record["confidence"]) == set(expected.landmarks_lps.names)
+    scene = new_scene()
+    try:
+        node = read_markups(scene, output / "case7.mrk.json")
+        assert node.GetNumberOfControlPoints() == len(expected.landmarks_lps.names)
+    finally:
+        close_scene(scene)
+
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+    assert main(["place-landmarks", str(segmentation), "--ct", str(ct), "--output", str(output)]) == 2
+    assert main(["place-landmarks", str(segmentation), "--ct", str(ct), str(ct), "--output", str(tmp_path / "x")]) == 2
+    assert main(["place-landmarks", str(tmp_path / "missing.nrrd"), "--output", str(tmp_path / "y")]) == 2
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -130,7 +130,7 @@ class StandInModel:
         self.started = threading.Event()
         self.thread_name = None
 
-    def predict(self, labels, progress=None, cancel=None):
+    def predict(self, labels, ct=None, progress=None, cancel=None):
         self.thread_name = threading.current_thread().name
         self.started.set()
         progress(0.5, "Running the landmark network")

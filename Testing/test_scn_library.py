@@ -18,6 +18,7 @@ from SternumLandmarksLib.landmark_prediction import (
 )
 from SternumLandmarksLib.landmark_preprocessing import (
     Augmentation,
+    CTMismatchError,
     EmptyMaskError,
     network_grid,
     prepare_case,
@@ -45,6 +46,16 @@ def test_default_config_is_the_study_file():
     assert study == SCNConfig()
     assert (study.local_channels, study.local_depth, study.dropout, study.spatial_kernel) == (64, 3, 0.5, 7)
     assert (study.sigma_initial, study.gamma, study.sigma_penalty, study.weight_decay) == (3.0, 1000.0, 100.0, 0.0005)
+
+
+def test_the_ct_channel_experiment_differs_from_the_demo_config_only_in_the_ct_channel():
+    from dataclasses import replace
+
+    from SternumLandmarksLib.scn_config import CPU_DEMO_CONFIG
+
+    demo, with_ct = load_config(CPU_DEMO_CONFIG), load_config(CPU_DEMO_CONFIG.with_name("scn_cpu_demo_ct_channel.json"))
+    assert (demo.input_channels, with_ct.input_channels) == (1, 2)
+    assert replace(with_ct, ct_margin_mm=0.0) == demo
 
 
 def test_config_refuses_unknown_keys_and_grids_the_network_cannot_pool():
@@ -107,6 +118,42 @@ def test_empty_mask_is_refused_with_the_fix(axial_and_oblique):
     cartilage_only = Volume(np.where(axial.labels.array == 4, 4, 0).astype(np.uint8), axial.labels.geometry)
     with pytest.raises(EmptyMaskError, match="segment the CT first"):
         network_grid(cartilage_only, SCNConfig())
+
+
+def test_ct_channel_is_windowed_kept_near_the_mask_and_orientation_free(axial_and_oblique):
+    axial, oblique = axial_and_oblique
+    config = SCNConfig.from_dict({"grid_shape_kji": [64, 48, 32], "ct_margin_mm": 12.0})
+    first = prepare_case("a", axial.labels, None, config, axial.image)
+    second = prepare_case("b", oblique.labels, None, config, oblique.image)
+    assert first.channels.shape == (2, 64, 48, 32)
+    mask, ct = first.channels
+    assert ct.min() >= 0.0 and ct.max() <= 1.0
+    # Nothing beyond the margin; the bone inside the mask saturates the window, soft tissue beside it does not.
+    from scipy import ndimage
+
+    far = ndimage.distance_transform_edt(mask < 0.5) * config.spacing_mm > config.ct_margin_mm + 1e-6
+    assert far.any() and not ct[far].any()
+    assert np.median(ct[mask > 0.9]) > 0.8
+    ring = ~far & (mask == 0)
+    assert 0.05 < np.median(ct[ring]) < 0.8
+    # The oblique mirrored scan gives the same CT channel up to resampling.
+    both = (first.channels[0] > 0.5) & (second.channels[0] > 0.5)
+    assert np.median(np.abs(first.channels[1][both] - second.channels[1][both])) < 0.1
+
+
+def test_a_model_input_that_needs_the_ct_refuses_to_go_without_it(axial_and_oblique):
+    axial, _ = axial_and_oblique
+    config = SCNConfig.from_dict({"ct_margin_mm": 10.0})
+    with pytest.raises(CTMismatchError, match="give the CT"):
+        prepare_case("a", axial.labels, None, config)
+    broken = axial.image.array.astype(np.float32)
+    broken[0, 0, 0] = np.nan
+    with pytest.raises(CTMismatchError, match="NaN"):
+        prepare_case("a", axial.labels, None, config, Volume(broken, axial.image.geometry))
+    with pytest.raises(ValueError, match="ct_margin_mm"):
+        SCNConfig.from_dict({"ct_margin_mm": -1.0})
+    # The study's input: the mask alone, whatever CT is passed.
+    assert prepare_case("a", axial.labels, None, SCNConfig(), axial.image).channels.shape[0] == 1
 
 
 def test_augmentation_moves_points_exactly_with_the_image():
@@ -222,6 +269,19 @@ def test_training_writes_log_plot_and_a_weights_only_model(tmp_path, tiny_cases)
     prediction = model.predict(tiny_cases[0].labels)
     assert prediction.landmarks_lps.names == tiny_cases[0].landmarks.names
     assert json.loads((folder / "config.json").read_text())["record"]["best_epoch"] == summary["best_epoch"]
+
+
+def test_a_model_trained_with_the_ct_channel_reads_the_ct(tmp_path, tiny_cases):
+    config = SCNConfig.from_dict({**TINY, "ct_margin_mm": 12.0, "epochs": 1})
+    train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "model", config, show_progress=False)
+    model = LandmarkModel(tmp_path / "model")
+    assert model.reads_ct
+    first_convolution = next(m for m in model.network.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_convolution.in_channels == 2
+    with pytest.raises(CTMismatchError, match="give the CT"):
+        model.predict(tiny_cases[0].labels)
+    prediction = model.predict(tiny_cases[0].labels, tiny_cases[0].ct)
+    assert prediction.landmarks_lps.names == tiny_cases[0].landmarks.names
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_cases):

@@ -66,12 +66,12 @@ def test_prediction_matches_the_phantom(model, held_out_case):
     image, truth = held_out_case
     outcome = segment_ct(model, image)
     dice = dice_per_class(outcome.labels.array, truth.array)
-    # Floors just under what the bundled model reaches (see its evaluation.json); the demo model has
-    # not learned the small xiphoid yet, which the QA flags report as missing.
-    assert dice["Total"] > 0.8, dice
-    assert min(dice["Manubrium"], dice["Sternal_body"]) > 0.85, dice
-    assert dice["Cartilage"] > 0.7, dice
-    assert "missing" in [flag.code for flag in outcome.flags] or dice["Xiphoid"] > 0.5
+    # Floors under what the bundled model reaches here (0.97 / 0.98 / 0.93 / 0.90, total 0.93; its
+    # evaluation.json has the held-out table).
+    assert dice["Total"] > 0.9, dice
+    assert min(dice["Manubrium"], dice["Sternal_body"]) > 0.9, dice
+    assert dice["Xiphoid"] > 0.85 and dice["Cartilage"] > 0.85, dice
+    assert "missing" not in [flag.code for flag in outcome.flags]
     assert outcome.labels.geometry.same_grid(image.geometry)
     assert outcome.record["model_sha256"] == model.model_hash and outcome.record["preset"] == "fast"
 

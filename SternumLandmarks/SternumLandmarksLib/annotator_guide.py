@@ -347,7 +347,7 @@ def make_guide_pictures(
         from .landmark_prediction import BUNDLED_LANDMARK_MODEL, LandmarkModel
 
         landmark_model = LandmarkModel(landmark_model_folder or BUNDLED_LANDMARK_MODEL)
-        place_landmarks = landmark_model.predict
+        place_landmarks = lambda labels: landmark_model.predict(labels, phantom.image)  # noqa: E731
 
     image, corrected = phantom.image, phantom.labels
     voxel_ml = float(np.prod(image.geometry.spacing)) / 1000.0

@@ -38,12 +38,12 @@ def evaluate_landmark_model(model_folder: Path | str, seeds=HELD_OUT_SEEDS, spac
     for seed in seeds:
         params = random_parameters(seed, spacing=(spacing_mm,) * 3)
         phantom = generate_phantom(params)
-        prediction = model.predict(phantom.labels)
+        prediction = model.predict(phantom.labels, phantom.image)
         errors = landmark_errors(prediction.points("LPS"), phantom.landmarks)
         peaks = PointSet(prediction.landmarks_lps.names, prediction.peak_positions_lps, "LPS")
         pooled_peaks.append(landmark_errors(peaks, phantom.landmarks))
         oblique = generate_phantom(with_orientation(params, oblique_direction(seed), spacing=(1.8, 2.2, 2.0)))
-        oblique_peaks = model.predict(oblique.labels).peak_positions_lps
+        oblique_peaks = model.predict(oblique.labels, oblique.image).peak_positions_lps
         difference = np.linalg.norm(oblique_peaks - prediction.peak_positions_lps, axis=1)
         pooled.append(errors)
         agreement.append(difference)

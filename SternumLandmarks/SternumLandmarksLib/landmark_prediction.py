@@ -137,27 +137,36 @@ class LandmarkModel:
         self.device = resolve_device(device)
         self.network.to(self.device)
 
-    def heatmaps(self, mask: np.ndarray) -> np.ndarray:
-        """The network's (N, K, J, I) heatmaps for one [K, J, I] mask on the network grid."""
+    @property
+    def reads_ct(self) -> bool:
+        """Whether this model needs the CT next to the segmentation (a second input channel)."""
+        return self.config.input_channels == 2
+
+    def heatmaps(self, channels: np.ndarray) -> np.ndarray:
+        """The network's (N, K, J, I) heatmaps for one case's [C, K, J, I] input channels on the network grid."""
         with torch.no_grad():
-            tensor = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None].to(self.device)
+            tensor = torch.from_numpy(np.ascontiguousarray(channels, np.float32))[None].to(self.device)
             return self.network(tensor)[0].cpu().numpy()
 
     def predict(
         self,
         labels: Volume,
+        ct: Volume | None = None,
         progress: ProgressCallback | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> LandmarkPrediction:
-        """Landmarks (LPS) for the manubrium and sternal body in ``labels`` (any orientation)."""
+        """Landmarks (LPS) for the manubrium and sternal body in ``labels`` (any orientation).
+
+        ``ct`` is the scan the labels were made on; models with ``reads_ct`` need it, others ignore it.
+        """
         started = time.perf_counter()
         report = progress or (lambda fraction, text: None)
         report(0.0, "Resampling the mask")
-        case = prepare_case("input", labels, None, self.config)
+        case = prepare_case("input", labels, None, self.config, ct)
         if cancel is not None and cancel():
             raise LandmarkPredictionCancelled("Landmark placement cancelled.")
         report(0.2, "Running the landmark network")
-        heatmaps = self.heatmaps(case.mask)
+        heatmaps = self.heatmaps(case.channels)
         if cancel is not None and cancel():
             raise LandmarkPredictionCancelled("Landmark placement cancelled.")
         report(0.8, "Reading the heatmaps")

@@ -1,7 +1,10 @@
 """From a label map to the landmark network's input, and coordinate-space augmentation.
 
 The network sees the binary mask of manubrium plus sternal body resampled onto an
-LPS-aligned grid of isotropic voxels, centred on the mask's bounding box. Because the grid
+LPS-aligned grid of isotropic voxels, centred on the mask's bounding box. Optionally
+(``SCNConfig.ct_margin_mm``) a second channel holds the CT on the same grid, windowed to
+[0, 1] and kept only within that margin of the mask, where the costal cartilages show the
+notches that the mask alone outlines only faintly. Because the grid
 is aligned with LPS whatever the scan's direction, an oblique or flipped scan gives the
 same input as an axial one. Grid indices are continuous (k, j, i) = (S, P, L) voxel
 coordinates: index ``(k, j, i)`` sits at LPS ``origin + spacing * (i, j, k)``.
@@ -97,14 +100,33 @@ def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
     return NetworkGrid(origin_lps=centre - half_extent, spacing_mm=config.spacing_mm, shape_kji=config.grid_shape_kji)
 
 
-def resample_mask(labels: Volume, grid: NetworkGrid) -> np.ndarray:
-    """The manubrium and body mask on ``grid`` as float32 [k, j, i] in [0, 1] (linear interpolation)."""
-    mask = sitk.GetImageFromArray(sternum_mask(labels).astype(np.float32))
-    labels.geometry.copy_to_sitk(mask)
+def _resample_to_grid(array: np.ndarray, geometry: ImageGeometry, grid: NetworkGrid, outside: float) -> np.ndarray:
+    image = sitk.GetImageFromArray(np.asarray(array, np.float32))
+    geometry.copy_to_sitk(image)
     reference = sitk.Image([int(size) for size in grid.shape_kji[::-1]], sitk.sitkFloat32)
     grid.geometry.copy_to_sitk(reference)
-    resampled = sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, outside, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(resampled)
+
+
+def resample_mask(labels: Volume, grid: NetworkGrid) -> np.ndarray:
+    """The manubrium and body mask on ``grid`` as float32 [k, j, i] in [0, 1] (linear interpolation)."""
+    return _resample_to_grid(sternum_mask(labels), labels.geometry, grid, 0.0)
+
+
+class CTMismatchError(ValueError):
+    """The CT given for the landmark network does not cover the segmentation it belongs to."""
+
+
+def ct_channel(ct: Volume, mask_on_grid: np.ndarray, grid: NetworkGrid, config: SCNConfig) -> np.ndarray:
+    """The CT on ``grid`` windowed to [0, 1] by ``config.ct_window_hu``, zero beyond ``ct_margin_mm`` of the mask."""
+    if ct.array.ndim != 3 or not np.isfinite(ct.array).all():
+        raise CTMismatchError("The CT for the landmark network must be one 3D scalar volume without NaN voxels.")
+    low, high = config.ct_window_hu
+    hu = _resample_to_grid(ct.array, ct.geometry, grid, low)
+    window = np.clip((hu - low) / (high - low), 0.0, 1.0)
+    distance_mm = ndimage.distance_transform_edt(mask_on_grid < 0.5) * grid.spacing_mm
+    return (window * (distance_mm <= config.ct_margin_mm)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -149,16 +171,35 @@ def random_augmentation(
 
 @dataclass(frozen=True)
 class PreparedCase:
-    """One case on its network grid: the mask array and the landmarks as grid indices (NaN = missing)."""
+    """One case on its network grid: the input channels [c, k, j, i] (mask first, then the CT when the
+    config asks for it) and the landmarks as grid indices (NaN = missing)."""
 
     case_id: str
     grid: NetworkGrid
-    mask: np.ndarray
+    channels: np.ndarray
     landmarks_kji: np.ndarray
 
+    @property
+    def mask(self) -> np.ndarray:
+        return self.channels[0]
 
-def prepare_case(case_id: str, labels: Volume, landmarks_lps: np.ndarray | None, config: SCNConfig) -> PreparedCase:
-    """Grid, resampled mask and (when given) landmark grid indices for one case; landmarks in LPS mm."""
+
+def prepare_case(
+    case_id: str, labels: Volume, landmarks_lps: np.ndarray | None, config: SCNConfig, ct: Volume | None = None
+) -> PreparedCase:
+    """Grid, input channels and (when given) landmark grid indices for one case; landmarks in LPS mm.
+
+    ``ct`` (the scan the labels were made on, any geometry covering them) is needed when
+    ``config.ct_margin_mm`` > 0 and ignored otherwise.
+    """
     grid = network_grid(labels, config)
     kji = np.full((0, 3), np.nan) if landmarks_lps is None else grid.lps_to_index(landmarks_lps)
-    return PreparedCase(case_id=case_id, grid=grid, mask=resample_mask(labels, grid), landmarks_kji=kji)
+    channels = [resample_mask(labels, grid)]
+    if config.input_channels == 2:
+        if ct is None:
+            raise CTMismatchError(
+                f"Case {case_id}: this landmark model reads the CT next to the mask (ct_margin_mm "
+                f"{config.ct_margin_mm}); give the CT the segmentation was made on."
+            )
+        channels.append(ct_channel(ct, channels[0], grid, config))
+    return PreparedCase(case_id=case_id, grid=grid, channels=np.stack(channels), landmarks_kji=kji)

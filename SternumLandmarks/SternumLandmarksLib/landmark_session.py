@@ -85,19 +85,26 @@ def reference_volume(
     return reference
 
 
+def landmark_inputs(
+    segmentation_node: slicer.vtkMRMLSegmentationNode | None, chosen_volume: slicer.vtkMRMLScalarVolumeNode | None
+) -> tuple[Volume, Volume]:
+    """The segmentation as standard label values on the grid of :func:`reference_volume`, and that CT."""
+    ct = volume_from_node(reference_volume(segmentation_node, chosen_volume))
+    return labelmap_from_segmentation(segmentation_node, ct.geometry), ct
+
+
 def landmark_labels(
     segmentation_node: slicer.vtkMRMLSegmentationNode | None, chosen_volume: slicer.vtkMRMLScalarVolumeNode | None
 ) -> Volume:
     """The segmentation as standard label values on the grid of :func:`reference_volume`."""
-    reference = reference_volume(segmentation_node, chosen_volume)
-    return labelmap_from_segmentation(segmentation_node, volume_from_node(reference).geometry)
+    return landmark_inputs(segmentation_node, chosen_volume)[0]
 
 
 # --------------------------------------------------------------------------- prediction on a thread
 
 
 class BackgroundPrediction:
-    """Runs ``load_model().predict(labels)`` on a worker thread; nothing there touches MRML or Qt.
+    """Runs ``load_model().predict(labels, ct)`` on a worker thread; nothing there touches MRML or Qt.
 
     ``load_model`` returns a :class:`LandmarkModel` (or anything with its ``predict``); it runs on
     the thread too, so the first run's model loading does not freeze the GUI.
@@ -108,8 +115,9 @@ class BackgroundPrediction:
     next check between stages.
     """
 
-    def __init__(self, load_model: Callable[[], LandmarkModel], labels: Volume) -> None:
+    def __init__(self, load_model: Callable[[], LandmarkModel], labels: Volume, ct: Volume | None = None) -> None:
         self.labels = labels
+        self.ct = ct
         self._load_model = load_model
         self._messages: queue.Queue[dict] = queue.Queue()
         self._cancel = threading.Event()
@@ -122,7 +130,7 @@ class BackgroundPrediction:
             model = self._load_model()
             if self._cancel.is_set():
                 raise LandmarkPredictionCancelled("Landmark placement cancelled.")
-            prediction = model.predict(self.labels, progress=self._progress, cancel=self._cancel.is_set)
+            prediction = model.predict(self.labels, self.ct, progress=self._progress, cancel=self._cancel.is_set)
             self._messages.put({"event": "done", "prediction": prediction})
         except LandmarkPredictionCancelled:
             self._messages.put({"event": "cancelled"})

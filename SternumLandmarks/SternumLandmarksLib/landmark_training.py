@@ -46,15 +46,19 @@ LOG_COLUMNS = ("epoch", "learning_rate", "train_loss", "sigma_mean", "val_mean_i
 
 @dataclass(frozen=True)
 class LandmarkCase:
-    """A label map and its landmarks (LPS, protocol order, NaN = missing)."""
+    """A label map, its landmarks (LPS, protocol order, NaN = missing) and, when read, its CT."""
 
     case_id: str
     labels: Volume
     landmarks: PointSet
+    ct: Volume | None = None
 
 
-def read_dataset_cases(folder: Path | str, case_ids: list[str] | None = None) -> list[LandmarkCase]:
-    """Training cases of a dataset folder written by the export: label map and ``landmarks/<case>.csv``.
+def read_dataset_cases(
+    folder: Path | str, case_ids: list[str] | None = None, with_ct: bool = False
+) -> list[LandmarkCase]:
+    """Training cases of a dataset folder written by the export: label map and ``landmarks/<case>.csv``,
+    and the CT (``imagesTr``) when ``with_ct``.
 
     Cases without a landmark file are skipped (they still train the segmentation).
     """
@@ -77,7 +81,13 @@ def read_dataset_cases(folder: Path | str, case_ids: list[str] | None = None) ->
         landmarks = read_landmarks_csv(csv_path, "LPS").to("LPS")
         if landmarks.names != protocol_ids:
             raise ValueError(f"{csv_path} does not list the protocol's {len(protocol_ids)} landmarks in order.")
-        cases.append(LandmarkCase(case_id, labels, landmarks))
+        ct = None
+        if with_ct:
+            image_path = dataset.root / dataset.relative_path("image", case_id, "train")
+            if not image_path.is_file():
+                raise FileNotFoundError(f"{csv_path} has no CT {image_path.name}; re-export the case.")
+            ct = Volume.from_sitk(sitk.ReadImage(str(image_path)))
+        cases.append(LandmarkCase(case_id, labels, landmarks, ct))
     if not cases:
         raise ValueError(f"{folder} has no case with landmarks; export cases with their landmarks first.")
     return cases
@@ -90,7 +100,7 @@ def phantom_cases(seeds: list[int] | range, spacing_mm: float = 2.0, **overrides
     cases = []
     for seed in seeds:
         phantom = generate_phantom(random_parameters(seed, spacing=(spacing_mm,) * 3, **overrides))
-        cases.append(LandmarkCase(f"phantom{seed:04d}", phantom.labels, phantom.landmarks))
+        cases.append(LandmarkCase(f"phantom{seed:04d}", phantom.labels, phantom.landmarks, phantom.image))
     return cases
 
 
@@ -108,7 +118,8 @@ def split_cases(
 
 
 def _prepare(cases: list[LandmarkCase], config: SCNConfig) -> list[PreparedCase]:
-    return [prepare_case(case.case_id, case.labels, case.landmarks.to("LPS").positions, config) for case in cases]
+    return [prepare_case(case.case_id, case.labels, case.landmarks.to("LPS").positions, config, case.ct)
+            for case in cases]
 
 
 def validation_errors(network, cases: list[PreparedCase], device: torch.device | None = None) -> np.ndarray:
@@ -118,7 +129,7 @@ def validation_errors(network, cases: list[PreparedCase], device: torch.device |
     errors = []
     with torch.no_grad():
         for case in cases:
-            heatmaps = network(torch.from_numpy(case.mask)[None, None].to(device))[0].cpu().numpy()
+            heatmaps = network(torch.from_numpy(case.channels)[None].to(device))[0].cpu().numpy()
             predicted = case.grid.index_to_lps(refine_peaks(heatmaps)[0])
             truth = case.grid.index_to_lps(case.landmarks_kji)
             errors.append(np.linalg.norm(predicted - truth, axis=1))
@@ -130,9 +141,9 @@ def _batch(cases: list[PreparedCase], rng: np.random.Generator, config: SCNConfi
     images, points = [], []
     for case in cases:
         augmentation = random_augmentation(rng, case.mask.shape, config.augmentation)
-        images.append(augmentation.image(case.mask))
+        images.append(np.stack([augmentation.image(channel) for channel in case.channels]))
         points.append(augmentation.points(case.landmarks_kji))
-    image_batch = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    image_batch = torch.from_numpy(np.stack(images).astype(np.float32))
     return image_batch, torch.from_numpy(np.stack(points).astype(np.float32))
 
 
@@ -320,7 +331,8 @@ def train_from_command_line(args) -> dict:
 
     config = load_config(args.config)
     if args.dataset:
-        training, validation = split_cases(read_dataset_cases(args.dataset), args.validation_fraction, config.seed)
+        cases = read_dataset_cases(args.dataset, with_ct=config.input_channels == 2)
+        training, validation = split_cases(cases, args.validation_fraction, config.seed)
     else:
         training = phantom_cases(DEMO_TRAINING_SEEDS[: args.phantoms])
         validation = phantom_cases(DEMO_VALIDATION_SEEDS[: args.validation_phantoms])

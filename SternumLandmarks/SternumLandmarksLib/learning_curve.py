@@ -60,7 +60,7 @@ def run_learning_curve(
         train_landmark_model(training, validation, folder, config, show_progress=show_progress)
         model = LandmarkModel(folder)
         errors = np.concatenate(
-            [landmark_errors(model.predict(case.labels).points("LPS"), case.landmarks) for case in test]
+            [landmark_errors(model.predict(case.labels, case.ct).points("LPS"), case.landmarks) for case in test]
         )
         results[size] = {
             "training_cases": [case.case_id for case in training],

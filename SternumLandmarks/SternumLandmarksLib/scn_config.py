@@ -33,6 +33,10 @@ class SCNConfig:
     # Preprocessing: an LPS-aligned grid of isotropic voxels centred on the mask's bounding box.
     spacing_mm: float = 3.0
     grid_shape_kji: tuple[int, int, int] = (80, 56, 32)
+    # Optional second input channel: the CT, windowed to [0, 1], within this distance of the mask
+    # (zero elsewhere). 0 gives the study's input, the mask alone.
+    ct_margin_mm: float = 0.0
+    ct_window_hu: tuple[float, float] = (-150.0, 350.0)
     # Network (landmarker's OriginalSpatialConfigurationNet3d).
     local_channels: int = 64
     local_depth: int = 3
@@ -67,6 +71,10 @@ class SCNConfig:
     placed_above: float = 0.05
     seed: int = 0
 
+    @property
+    def input_channels(self) -> int:
+        return 2 if self.ct_margin_mm > 0 else 1
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -91,6 +99,10 @@ class SCNConfig:
             raise ValueError(
                 f"grid_shape_kji {self.grid_shape_kji} must be divisible by {multiple} "
                 f"(2^local_depth and spatial_downsample); round each size up to a multiple of {multiple}."
+            )
+        if self.ct_margin_mm < 0 or self.ct_window_hu[0] >= self.ct_window_hu[1]:
+            raise ValueError(
+                f"ct_margin_mm must be >= 0 and ct_window_hu increasing; got {self.ct_margin_mm}, {self.ct_window_hu}."
             )
         if self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}.")

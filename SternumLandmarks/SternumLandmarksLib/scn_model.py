@@ -35,7 +35,7 @@ def build_network(config: SCNConfig, landmark_count: int) -> nn.Module:
     from landmarker.models import OriginalSpatialConfigurationNet3d
 
     network = OriginalSpatialConfigurationNet3d(
-        in_channels=1,
+        in_channels=config.input_channels,
         out_channels=landmark_count,
         la_channels=config.local_channels,
         la_depth=config.local_depth,

@@ -76,7 +76,7 @@ def command_demo(args: argparse.Namespace) -> int:
     print("Dice against the phantom's truth: " + ", ".join(f"{name} {value:.3f}" for name, value in dice.items()))
     print("QA flags: " + ("; ".join(flag.message for flag in outcome.flags) or "none"))
 
-    landmarks = LandmarkModel().predict(outcome.labels)
+    landmarks = LandmarkModel().predict(outcome.labels, phantom.image)
     write_landmarks_markups(landmarks.points("LPS"), markups_path)
     write_landmarks_csv(csv_path, landmarks.points("LPS"), "LPS")
     table = landmark_error_table(landmark_errors(landmarks.points("LPS"), phantom.landmarks))

@@ -25,7 +25,7 @@ from .segmentation_inference import BUNDLED_MODEL, PredictionSettings, Segmentat
 CT_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha", ".mhd")
 
 
-def _case_id(path: Path) -> str:
+def case_id_of(path: Path) -> str:
     name = path.name
     if path.is_dir():
         return name
@@ -123,7 +123,7 @@ def command_predict(args: argparse.Namespace) -> int:
     files = ct_files(args.inputs)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    targets = {path: (output / f"{_case_id(path)}.seg.nrrd", output / f"{_case_id(path)}.json") for path in files}
+    targets = {path: (output / f"{case_id_of(path)}.seg.nrrd", output / f"{case_id_of(path)}.json") for path in files}
     for path in files:
         check_ct_file(path, args.series_uid)
     existing = [str(t) for pair in targets.values() for t in pair if t.exists()]

@@ -50,6 +50,8 @@ class DemoTrainingSettings:
     # uniformly, as nnU-Net does). The xiphoid is ~1 ml, 127 voxels at 2 mm: uniform sampling
     # left it unlearned after 1000 iterations.
     xiphoid_patch_share: float = 0.0
+    # Cross-entropy weight of the xiphoid class relative to the others (1 = nnU-Net's unweighted loss).
+    xiphoid_loss_weight: float = 1.0
     # Weights to start from (a stripped model folder's checkpoint); None trains from scratch.
     initial_weights: str | None = None
 
@@ -149,11 +151,11 @@ def _focused_data_loader_class(label: int, share: float):
     return FocusedDataLoader
 
 
-def _cpu_demo_trainer_class(xiphoid_patch_share: float = 0.0):
+def _cpu_demo_trainer_class(xiphoid_patch_share: float = 0.0, xiphoid_loss_weight: float = 1.0):
     """nnU-Net's trainer made practical on 2 CPU cores: no augmentation (the phantoms already vary),
     Adam instead of SGD (converges in hundreds rather than thousands of iterations), two
     thirds of the patches centred on foreground (the sternum and cartilage are small), and
-    optionally a fixed share of those centred on the xiphoid."""
+    optionally a fixed share of those centred on the xiphoid and a heavier cross-entropy weight for it."""
     import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
     import torch
     from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
@@ -174,6 +176,15 @@ def _cpu_demo_trainer_class(xiphoid_patch_share: float = 0.0):
         def configure_optimizers(self):
             optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
             return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+        def _build_loss(self):
+            loss = super()._build_loss()
+            if xiphoid_loss_weight != 1.0:
+                class_weights = torch.ones(len(self.label_manager.all_labels))
+                class_weights[xiphoid] = xiphoid_loss_weight
+                # DeepSupervisionWrapper -> DC_and_CE_loss -> nn.CrossEntropyLoss, whose weight is a buffer.
+                loss.loss.ce.weight = class_weights
+            return loss
 
         def get_dataloaders(self):
             if xiphoid_patch_share <= 0:
@@ -216,7 +227,7 @@ def _train(preprocessed: Path, settings: DemoTrainingSettings):
     plans = json.loads((folder / f"{PLANS_NAME}.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans["continue_training"] = False
-    trainer_class = _cpu_demo_trainer_class(settings.xiphoid_patch_share)
+    trainer_class = _cpu_demo_trainer_class(settings.xiphoid_patch_share, settings.xiphoid_loss_weight)
     trainer = trainer_class(plans, CONFIGURATION, "all", dataset_json, device=torch.device("cpu"))
     trainer.num_epochs = settings.epochs
     trainer.num_iterations_per_epoch = settings.iterations_per_epoch
@@ -321,10 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DemoTrainingSettings.epochs)
     parser.add_argument("--iterations", type=int, default=DemoTrainingSettings.iterations_per_epoch)
     parser.add_argument("--xiphoid-patch-share", type=float, default=DemoTrainingSettings.xiphoid_patch_share)
+    parser.add_argument("--xiphoid-loss-weight", type=float, default=DemoTrainingSettings.xiphoid_loss_weight)
+    parser.add_argument("--threads", type=int, default=DemoTrainingSettings.threads)
     parser.add_argument("--initial-weights", help="checkpoint_final.pth of a stripped model folder to start from")
     args = parser.parse_args(argv)
-    settings = DemoTrainingSettings(training_cases=args.cases, epochs=args.epochs, iterations_per_epoch=args.iterations,
-                                    xiphoid_patch_share=args.xiphoid_patch_share, initial_weights=args.initial_weights)
+    settings = DemoTrainingSettings(
+        training_cases=args.cases,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        xiphoid_patch_share=args.xiphoid_patch_share,
+        xiphoid_loss_weight=args.xiphoid_loss_weight,
+        threads=args.threads,
+        initial_weights=args.initial_weights,
+    )
     timings = train_demo_model(Path(args.work), Path(args.output), settings)
     print(json.dumps(timings, indent=1))
     return 0
