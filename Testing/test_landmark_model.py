@@ -57,6 +57,17 @@ def test_an_oblique_mirrored_copy_gives_the_same_physical_landmarks(model):
     np.testing.assert_allclose(oblique.points("RAS").positions, oblique.points("LPS").positions * [-1, -1, 1])
 
 
+def test_the_longest_held_out_sternum_fits_the_field_of_view(model):
+    """Phantom 5003's manubrium and body span 196 mm head to foot: a 64-voxel grid (189 mm) refused it."""
+    phantom = generate_phantom(random_parameters(5003, spacing=(2.0, 2.0, 2.0)))
+    prediction = model.predict(phantom.labels, phantom.image)
+    assert prediction.placed.all()
+    errors = landmark_errors(prediction.points("LPS"), phantom.landmarks)
+    head_to_foot = np.argsort(phantom.landmarks.positions[:, 2])
+    extremes = np.concatenate([head_to_foot[:3], head_to_foot[-3:]])  # the ones a short grid clips
+    assert np.all(errors[extremes] < 10.0)
+
+
 def test_a_segmentation_without_sternum_is_refused(model, cases):
     phantom = cases[5004]
     cartilage_only = Volume(np.where(phantom.labels.array == 4, 4, 0).astype(np.uint8), phantom.labels.geometry)

@@ -20,6 +20,7 @@ from SternumLandmarksLib.landmark_preprocessing import (
     Augmentation,
     CTMismatchError,
     EmptyMaskError,
+    FieldOfViewError,
     network_grid,
     prepare_case,
     random_augmentation,
@@ -34,6 +35,7 @@ from SternumLandmarksLib.landmark_training import (
 )
 from SternumLandmarksLib.scn_config import STUDY_CONFIG, AugmentationConfig, SCNConfig, load_config
 from SternumLandmarksLib.scn_model import WEIGHTS_FILE, HeatmapRenderer, ModelFolderError
+from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 
@@ -154,6 +156,18 @@ def test_a_model_input_that_needs_the_ct_refuses_to_go_without_it(axial_and_obli
         SCNConfig.from_dict({"ct_margin_mm": -1.0})
     # The study's input: the mask alone, whatever CT is passed.
     assert prepare_case("a", axial.labels, None, SCNConfig(), axial.image).channels.shape[0] == 1
+
+
+def test_a_mask_larger_than_the_grid_is_refused_with_its_size(axial_and_oblique):
+    axial, _ = axial_and_oblique
+    leaked = axial.labels.array.copy()
+    body = label_scheme().by_name("Sternal_body").value
+    # A leak through the sternum along the whole scan makes the "sternum" longer than the grid.
+    _, j, i = np.rint(np.argwhere(leaked == body).mean(axis=0)).astype(int)
+    leaked[:, j - 3 : j + 3, i - 3 : i + 3] = body
+    with pytest.raises(FieldOfViewError, match=r"grid holds only 93 x 141 x 189 mm.*leaks"):
+        network_grid(Volume(leaked, axial.labels.geometry), SCNConfig.from_dict({"grid_shape_kji": [64, 48, 32]}))
+    network_grid(axial.labels, SCNConfig.from_dict({"grid_shape_kji": [64, 48, 32]}))  # the sternum itself fits
 
 
 def test_augmentation_moves_points_exactly_with_the_image():

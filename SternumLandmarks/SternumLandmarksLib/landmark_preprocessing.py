@@ -35,6 +35,10 @@ class EmptyMaskError(ValueError):
     """The segmentation holds no manubrium and no sternal body."""
 
 
+class FieldOfViewError(ValueError):
+    """The manubrium and body mask does not fit into the landmark network's grid."""
+
+
 def sternum_mask(labels: Volume, smallest_fraction: float = 0.1) -> np.ndarray:
     """Boolean [k, j, i] mask of manubrium plus sternal body, from the anatomy's label values.
 
@@ -85,7 +89,8 @@ class NetworkGrid:
 def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
     """The grid for this case: centred on the bounding box (in LPS) of the manubrium and body mask.
 
-    Raises EmptyMaskError when there is neither manubrium nor body.
+    Raises EmptyMaskError when there is neither manubrium nor body, and FieldOfViewError when
+    the mask is larger than the grid.
     """
     mask = sternum_mask(labels)
     if not mask.any():
@@ -97,6 +102,16 @@ def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
     points = labels.geometry.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))
     centre = (points.min(axis=0) + points.max(axis=0)) / 2.0
     half_extent = (np.array(config.grid_shape_kji[::-1], float) - 1.0) / 2.0 * config.spacing_mm
+    mask_extent = np.ptp(points, axis=0)
+    if np.any(mask_extent > 2.0 * half_extent):
+        raise FieldOfViewError(
+            "The manubrium and sternal body span {} mm (L x P x S) but the landmark model's grid holds only {} mm; "
+            "check the segmentation for leaks into other bones (a sternum is about 150-200 mm long), or use a "
+            "model trained with a larger grid_shape_kji.".format(
+                " x ".join(f"{value:.0f}" for value in mask_extent),
+                " x ".join(f"{value:.0f}" for value in 2.0 * half_extent),
+            )
+        )
     return NetworkGrid(origin_lps=centre - half_extent, spacing_mm=config.spacing_mm, shape_kji=config.grid_shape_kji)
 
 
