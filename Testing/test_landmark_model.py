@@ -15,11 +15,12 @@ from SternumSSMLib.metrics import landmark_error_table, landmark_errors
 from SternumSSMLib.phantom import generate_phantom, random_parameters, with_orientation
 
 SEEDS = (5000, 5001, 5004)  # long manubrium, long manubrium, ordinary (held out from training)
-# evaluation.json on these three: median 1.8-2.3 mm, mean 2.3-4.0 mm per case; the demo misses the
-# study-level target (median 1.5, mean 2.0), so these floors guard against regressions, not the target.
-MEDIAN_FLOOR_MM = 2.8
-MEAN_FLOOR_MM = 4.2
-OUTLIER_FLOOR_PERCENT = 12.0
+# evaluation.json on these three: median 1.7-2.2 mm, mean 2.2-3.1 mm per case, 3 of 102 peaks beyond
+# 10 mm; the demo misses the study-level target (median 1.5, mean 2.0), so these floors guard
+# against regressions, not the target.
+MEDIAN_FLOOR_MM = 2.5
+MEAN_FLOOR_MM = 3.4
+OUTLIER_FLOOR_PERCENT = 7.0
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +59,14 @@ def test_an_oblique_mirrored_copy_gives_the_same_physical_landmarks(model):
 
 
 def test_the_longest_held_out_sternum_fits_the_field_of_view(model):
-    """Phantom 5003's manubrium and body span 196 mm head to foot: a 64-voxel grid (189 mm) refused it."""
+    """Phantom 5003's manubrium and body span 196 mm head to foot: the first demo grid (189 mm) refused it."""
     phantom = generate_phantom(random_parameters(5003, spacing=(2.0, 2.0, 2.0)))
     prediction = model.predict(phantom.labels, phantom.image)
-    assert prediction.placed.all()
-    errors = landmark_errors(prediction.points("LPS"), phantom.landmarks)
+    peaks = PointSet(prediction.landmarks_lps.names, prediction.peak_positions_lps, "LPS")
+    errors = landmark_errors(peaks, phantom.landmarks)
     head_to_foot = np.argsort(phantom.landmarks.positions[:, 2])
     extremes = np.concatenate([head_to_foot[:3], head_to_foot[-3:]])  # the ones a short grid clips
-    assert np.all(errors[extremes] < 10.0)
+    assert np.all(errors[extremes] < 6.0)
 
 
 def test_a_segmentation_without_sternum_is_refused(model, cases):

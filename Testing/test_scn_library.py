@@ -95,6 +95,31 @@ def test_oblique_flipped_scan_gives_the_same_network_input(axial_and_oblique):
     np.testing.assert_allclose(first.grid.index_to_lps(first.landmarks_kji), axial.landmarks.positions, atol=1e-9)
 
 
+def test_sternum_frame_follows_the_tilted_sternum_on_any_scan_orientation(axial_and_oblique):
+    axial, oblique = axial_and_oblique
+    config = SCNConfig.from_dict({"grid_shape_kji": [96, 32, 48], "spacing_mm": 2.0, "grid_frame": "sternum"})
+    first = prepare_case("a", axial.labels, axial.landmarks.positions, config)
+    second = prepare_case("b", oblique.labels, oblique.landmarks.positions, config)
+    direction = first.grid.direction_lps
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-9)
+    assert np.linalg.det(direction) == pytest.approx(1.0)
+    # The phantom's sternum leans 22 degrees from vertical, its top posterior (+P in LPS); the curved
+    # manubrium-body joint tips the mask's long axis a few degrees further.
+    tilt = np.deg2rad(PhantomParameters().sternal_tilt_deg)
+    assert np.degrees(np.arccos(direction[:, 2] @ [0.0, np.sin(tilt), np.cos(tilt)])) < 8.0
+    assert np.degrees(np.arccos(direction[2, 2])) > 15.0
+    assert direction[0, 0] > 0.99  # the grid's i axis stays patient left
+    # An oblique, flipped scan of the same body gives the same frame and the same landmark indices.
+    angle = np.degrees(np.arccos(np.clip((np.trace(direction.T @ second.grid.direction_lps) - 1) / 2, -1, 1)))
+    assert angle < 1.0
+    assert np.max(np.abs(first.landmarks_kji - second.landmarks_kji)) < 0.75
+    np.testing.assert_allclose(first.grid.index_to_lps(first.landmarks_kji), axial.landmarks.positions, atol=1e-9)
+    # The tilted sternum fits a grid that is only 64 mm deep; the LPS-aligned grid of that size refuses it.
+    with pytest.raises(FieldOfViewError, match="lps frame"):
+        network_grid(axial.labels, SCNConfig.from_dict({**config.to_dict(), "grid_frame": "lps",
+                                                        "augmentation": {}}))
+
+
 def test_grid_is_centred_on_the_mask_and_holds_every_landmark(axial_and_oblique):
     axial, _ = axial_and_oblique
     case = prepare_case("a", axial.labels, axial.landmarks.positions, SCNConfig.from_dict({}))

@@ -200,6 +200,7 @@ def decode_heatmaps(
         "spacing_mm": config.spacing_mm,
         "grid_origin_lps": grid.origin_lps.tolist(),
         "grid_shape_kji": list(grid.shape_kji),
+        "grid_direction_lps": grid.direction_lps.tolist(),
     }
     return LandmarkPrediction(
         landmarks_lps=landmarks,

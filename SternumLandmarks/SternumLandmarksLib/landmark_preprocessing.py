@@ -1,13 +1,15 @@
 """From a label map to the landmark network's input, and coordinate-space augmentation.
 
-The network sees the binary mask of manubrium plus sternal body resampled onto an
-LPS-aligned grid of isotropic voxels, centred on the mask's bounding box. Optionally
+The network sees the binary mask of manubrium plus sternal body resampled onto a grid of
+isotropic voxels, centred on the mask's bounding box: aligned with LPS (the study), or turned
+onto the sternum's own axes (``SCNConfig.grid_frame``). Optionally
 (``SCNConfig.ct_margin_mm``) a second channel holds the CT on the same grid, windowed to
 [0, 1] and kept only within that margin of the mask, where the costal cartilages show the
-notches that the mask alone outlines only faintly. Because the grid
-is aligned with LPS whatever the scan's direction, an oblique or flipped scan gives the
-same input as an axial one. Grid indices are continuous (k, j, i) = (S, P, L) voxel
-coordinates: index ``(k, j, i)`` sits at LPS ``origin + spacing * (i, j, k)``.
+notches that the mask alone outlines only faintly. Because the grid's frame is
+found in physical LPS millimetres whatever the scan's direction, an oblique or flipped scan
+gives the same input as an axial one. Grid indices are continuous (k, j, i) voxel coordinates
+along (head-foot, posterior, left): index ``(k, j, i)`` sits at LPS
+``origin + direction @ (spacing * (i, j, k))``.
 
 Augmentation draws one affine transform, resamples the mask through it once, and maps the
 landmark coordinates through the exact inverse, so the target heatmaps are rendered at
@@ -18,7 +20,7 @@ the peaks by about 4% and moves them by about 0.1 mm (median) on a 3 mm grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -60,34 +62,50 @@ def sternum_mask(labels: Volume, smallest_fraction: float = 0.1) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NetworkGrid:
-    """The LPS-aligned, isotropic grid the network works on; ``shape_kji`` is the array shape."""
+    """The isotropic grid the network works on; ``shape_kji`` is the array shape.
+
+    ``direction_lps`` holds the grid's i, j and k axes as LPS unit columns (a rotation).
+    """
 
     origin_lps: np.ndarray
     spacing_mm: float
     shape_kji: tuple[int, int, int]
+    direction_lps: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def index_to_lps(self, kji: np.ndarray) -> np.ndarray:
         """Continuous (k, j, i) grid indices, shape (N, 3), to LPS millimetres."""
         kji = np.asarray(kji, float).reshape(-1, 3)
-        return self.origin_lps + self.spacing_mm * kji[:, ::-1]
+        return self.origin_lps + self.spacing_mm * kji[:, ::-1] @ self.direction_lps.T
 
     def lps_to_index(self, points_lps: np.ndarray) -> np.ndarray:
         """LPS millimetres, shape (N, 3), to continuous (k, j, i) grid indices."""
         points_lps = np.asarray(points_lps, float).reshape(-1, 3)
-        return ((points_lps - self.origin_lps) / self.spacing_mm)[:, ::-1]
+        return ((points_lps - self.origin_lps) @ self.direction_lps / self.spacing_mm)[:, ::-1]
 
     @property
     def geometry(self) -> ImageGeometry:
         return ImageGeometry(
             origin_lps=self.origin_lps,
             spacing=(self.spacing_mm,) * 3,
-            direction_lps=np.eye(3),
+            direction_lps=self.direction_lps,
             size=self.shape_kji[::-1],
         )
 
 
+def sternum_frame(points_lps: np.ndarray) -> np.ndarray:
+    """Rotation whose columns (LPS) run along the sternum: k along the long axis of ``points_lps``
+    (towards the head), i as close to patient left as that allows, j = k x i (towards posterior)."""
+    centred = points_lps - points_lps.mean(axis=0)
+    long_axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    long_axis *= np.sign(long_axis[2]) or 1.0
+    left = np.array([1.0, 0.0, 0.0]) - long_axis[0] * long_axis
+    left /= np.linalg.norm(left)
+    return np.column_stack([left, np.cross(long_axis, left), long_axis])
+
+
 def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
-    """The grid for this case: centred on the bounding box (in LPS) of the manubrium and body mask.
+    """The grid for this case: centred on the bounding box of the manubrium and body mask, in the
+    frame ``config.grid_frame`` names (LPS axes, or the sternum's own).
 
     Raises EmptyMaskError when there is neither manubrium nor body, and FieldOfViewError when
     the mask is larger than the grid.
@@ -98,21 +116,29 @@ def network_grid(labels: Volume, config: SCNConfig) -> NetworkGrid:
             "The segmentation has no manubrium and no sternal body, so there is nothing to place landmarks on; "
             "segment the CT first (SternumSSM) or paint these segments in the Segment Editor."
         )
-    # Voxel centres in LPS, not the index box, so an oblique scan gives the same centre as an axial one.
+    # Voxel centres in LPS, not the index box, so an oblique scan gives the same grid as an axial one.
     points = labels.geometry.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))
-    centre = (points.min(axis=0) + points.max(axis=0)) / 2.0
+    direction = sternum_frame(points) if config.grid_frame == "sternum" else np.eye(3)
+    in_frame = points @ direction
+    centre = direction @ ((in_frame.min(axis=0) + in_frame.max(axis=0)) / 2.0)
     half_extent = (np.array(config.grid_shape_kji[::-1], float) - 1.0) / 2.0 * config.spacing_mm
-    mask_extent = np.ptp(points, axis=0)
+    mask_extent = np.ptp(in_frame, axis=0)
     if np.any(mask_extent > 2.0 * half_extent):
         raise FieldOfViewError(
-            "The manubrium and sternal body span {} mm (L x P x S) but the landmark model's grid holds only {} mm; "
-            "check the segmentation for leaks into other bones (a sternum is about 150-200 mm long), or use a "
-            "model trained with a larger grid_shape_kji.".format(
+            "The manubrium and sternal body span {} mm (left x posterior x head-foot, {} frame) but the landmark "
+            "model's grid holds only {} mm; check the segmentation for leaks into other bones (a sternum is about "
+            "150-200 mm long), or use a model trained with a larger grid_shape_kji.".format(
                 " x ".join(f"{value:.0f}" for value in mask_extent),
+                config.grid_frame,
                 " x ".join(f"{value:.0f}" for value in 2.0 * half_extent),
             )
         )
-    return NetworkGrid(origin_lps=centre - half_extent, spacing_mm=config.spacing_mm, shape_kji=config.grid_shape_kji)
+    return NetworkGrid(
+        origin_lps=centre - direction @ half_extent,
+        spacing_mm=config.spacing_mm,
+        shape_kji=config.grid_shape_kji,
+        direction_lps=direction,
+    )
 
 
 def _resample_to_grid(array: np.ndarray, geometry: ImageGeometry, grid: NetworkGrid, outside: float) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 DATA = Path(__file__).parent / "data"
 STUDY_CONFIG = DATA / "scn_study.json"
 CPU_DEMO_CONFIG = DATA / "scn_cpu_demo.json"
+GRID_FRAMES = ("lps", "sternum")
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class AugmentationConfig:
 class SCNConfig:
     """Preprocessing, network, loss, training and prediction settings of the landmark model."""
 
-    # Preprocessing: an LPS-aligned grid of isotropic voxels centred on the mask's bounding box.
+    # Preprocessing: a grid of isotropic voxels centred on the mask's bounding box. grid_frame "lps"
+    # aligns it with LPS (the study); "sternum" turns its head-foot axis onto the mask's long axis
+    # (left-right kept as close to patient left as possible), so a tilted sternum needs no room for its tilt.
     spacing_mm: float = 3.0
     grid_shape_kji: tuple[int, int, int] = (80, 56, 32)
+    grid_frame: str = "lps"
     # Optional second input channel: the CT, windowed to [0, 1], within this distance of the mask
     # (zero elsewhere). 0 gives the study's input, the mask alone.
     ct_margin_mm: float = 0.0
@@ -62,11 +66,11 @@ class SCNConfig:
     iterations_per_epoch: int = 0  # 0: one pass over the training cases
     validate_every: int = 1
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    # Prediction.
+    # Prediction. Confidence depends on the grid and the learnt sigmas, so each model's thresholds
+    # are set after training from its validation cases (the bundled model's record says how);
+    # these defaults came from the first demo model.
     # Half the smallest distance between neighbouring landmarks on the phantoms (5.9 mm).
     duplicate_distance_mm: float = 3.0
-    # Calibrated on the demo's validation phantoms: below 0.4 holds every error beyond 10 mm
-    # and about half of those beyond 4 mm, while flagging a quarter of the points.
     confident_above: float = 0.4
     placed_above: float = 0.05
     seed: int = 0
@@ -104,6 +108,8 @@ class SCNConfig:
             raise ValueError(
                 f"ct_margin_mm must be >= 0 and ct_window_hu increasing; got {self.ct_margin_mm}, {self.ct_window_hu}."
             )
+        if self.grid_frame not in GRID_FRAMES:
+            raise ValueError(f"grid_frame must be one of {GRID_FRAMES}, got {self.grid_frame!r}.")
         if self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}.")
 
