@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_segmentation.py
 	$(BIN)/python bench/bench_landmark_augmentation.py
 	$(BIN)/python bench/bench_landmark_qa.py
+	$(BIN)/python bench/bench_landmark_model.py
 
 clean:
 	rm -rf $(VENV) demo-output
