@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -51,8 +52,6 @@ def test_default_config_is_the_study_file():
 
 
 def test_the_ct_channel_experiment_differs_from_the_demo_config_only_in_the_ct_channel():
-    from dataclasses import replace
-
     from SternumLandmarksLib.scn_config import CPU_DEMO_CONFIG
 
     demo, with_ct = load_config(CPU_DEMO_CONFIG), load_config(CPU_DEMO_CONFIG.with_name("scn_cpu_demo_ct_channel.json"))
@@ -116,8 +115,7 @@ def test_sternum_frame_follows_the_tilted_sternum_on_any_scan_orientation(axial_
     np.testing.assert_allclose(first.grid.index_to_lps(first.landmarks_kji), axial.landmarks.positions, atol=1e-9)
     # The tilted sternum fits a grid that is only 64 mm deep; the LPS-aligned grid of that size refuses it.
     with pytest.raises(FieldOfViewError, match="lps frame"):
-        network_grid(axial.labels, SCNConfig.from_dict({**config.to_dict(), "grid_frame": "lps",
-                                                        "augmentation": {}}))
+        network_grid(axial.labels, replace(config, grid_frame="lps"))
 
 
 def test_grid_is_centred_on_the_mask_and_holds_every_landmark(axial_and_oblique):

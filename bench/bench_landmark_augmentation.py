@@ -1,7 +1,7 @@
 """Landmark training targets: coordinate-space augmentation vs the study's heatmap warping.
 
-Both methods draw the same random affine transform per sample (the CPU demo config's 3 mm grid,
-80x48x32 voxels) and produce the same thing, an augmented mask plus 34 target heatmaps:
+Both methods draw the same random affine transform per sample (on the CPU demo config's grid,
+printed with the results) and produce the same thing, an augmented mask plus 34 target heatmaps:
 
 A. ours: resample the mask once, map the landmark coordinates through the exact inverse
    (``Augmentation.points``) and render the 34 heatmaps at the mapped points (sigma 3, gamma 1000);

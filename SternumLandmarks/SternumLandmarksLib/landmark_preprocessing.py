@@ -14,8 +14,8 @@ along (head-foot, posterior, left): index ``(k, j, i)`` sits at LPS
 Augmentation draws one affine transform, resamples the mask through it once, and maps the
 landmark coordinates through the exact inverse, so the target heatmaps are rendered at
 exactly the right place. The study warped its 34 heatmaps instead: measured in
-``bench/bench_landmark_augmentation.py``, that is about 22 times slower per sample, lowers
-the peaks by about 4% and moves them by about 0.1 mm (median) on a 3 mm grid.
+``bench/bench_landmark_augmentation.py``, that is about 24 times slower per sample, lowers
+the peaks by about 4% and moves them by about 0.06 mm (median) on the demo's 2 mm grid.
 """
 
 from __future__ import annotations
