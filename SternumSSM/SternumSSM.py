@@ -1,10 +1,10 @@
 """SternumSSM: segment the sternum and the costal cartilages in a thorax CT.
 
-This file is the Slicer glue only: module description, typed parameters, widget,
-a thin logic and the self-test. Everything that runs without Qt lives in
-``SternumSSMLib``, which also holds the one definition of the anatomy (label
-values, names, colours, terminology, landmark protocol) that SternumLandmarks
-imports too.
+This file is the Slicer glue only: module description, typed parameters, a widget that forwards Qt signals
+and draws state, a thin logic and the self-test. The workflow state (what can run and why, the run in
+progress and the inputs it captured, where its result goes) is ``SternumSSMLib.segmentation_panel``; everything
+there runs without Qt. ``SternumSSMLib`` also holds the one definition of the anatomy (label values, names,
+colours, terminology, landmark protocol) that SternumLandmarks imports too.
 
 How ``SternumSSMLib`` and ``SternumLandmarksLib`` become importable:
 
@@ -16,6 +16,7 @@ How ``SternumSSMLib`` and ``SternumLandmarksLib`` become importable:
   paths (or drag the repository onto the Extension Wizard's "Select Extension").
 """
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,12 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SternumSSMLib.prediction_nodes import SOURCE_VOLUME_REFERENCE
+from SternumSSMLib.segmentation_panel import RunInputs, SegmentationPanel, export_readiness
+
+README_URL = "https://github.com/sternum-ssm/SlicerSternumSSM#readme"
+# onReload forgets these so that edits to them take effect without restarting Slicer.
+LIBRARY_PACKAGES = ("SternumSSMLib", "SternumLandmarksLib")
 
 #
 # SternumSSM
@@ -56,7 +63,9 @@ class SternumSSM(ScriptedLoadableModule):
             " model, flags results that need a closer look, and prepares corrected cases as training data."
             " The segmentation always carries the four named segments with fixed label values"
             " (Manubrium 1, Sternal_body 2, Xiphoid 3, Cartilage 4)."
-        )
+            " Requires 3D Slicer 5.10 or later and the PyTorch extension."
+            ' See the <a href="{url}">README</a> for the workflow.'
+        ).format(url=README_URL)
         self.parent.acknowledgementText = _(
             "The workflow follows the Chalmers 2025 study: A. Alexandersson and A. Molnö, <i>Deep Learning for"
             " Segmentation and Landmarking of the Human Anatomy: Applying nnU-Net and SpatialConfiguration-Net to"
@@ -111,12 +120,21 @@ class SternumSSMParameterNode:
 
 
 class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Forwards Qt signals to the logic's SegmentationPanel and draws its state; holds no workflow state."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic: SternumSSMLogic | None = None
         self._parameterNode: SternumSSMParameterNode | None = None
         self._parameterNodeGuiTag = None
+        self._shownFlags: list[dict] = []
+
+    def onReload(self) -> None:
+        """Slicer's reload re-reads only this file; forget the Lib packages too, so that it imports them anew."""
+        for name in [name for name in sys.modules if name.split(".")[0] in LIBRARY_PACKAGES]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -133,15 +151,17 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        # The worker process reports through a queue; this timer drains it on the GUI thread.
+        # The worker process reports through a queue; this timer drains it on the GUI thread. It keeps running
+        # after exit(): a result that arrives while the user is in another module still lands on its CT.
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(200)
         self.pollTimer.connect("timeout()", self.onPollWorker)
+
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.cancelButton.enabled = False
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertaintyToggled)
-
+        self.ui.qaFlagsListWidget.connect("itemClicked(QListWidgetItem*)", self.onFlagClicked)
+        self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.suggestCaseIdButton.connect("clicked(bool)", self.onSuggestCaseId)
         self.ui.datasetSummaryButton.connect("clicked(bool)", self.onDatasetSummary)
@@ -150,93 +170,94 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.pollTimer.stop()
-        self.logic.cancelSegmentation()
+        self.logic.panel.shutdown()
+        self.disconnectGui()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        # Stop pushing parameter changes into a hidden GUI; enter() reconnects.
-        self.setParameterNode(None)
+        # As the 5.10 template: stop updating a hidden GUI, but keep the parameter node for the poll timer.
+        self.disconnectGui()
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+        self.pollTimer.stop()
+        self.logic.panel.cancel()  # its CT is about to go
+        self.disconnectGui()
+        self._parameterNode = None
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        self.disconnectGui()
+        self._parameterNode = self.logic.getParameterNode()
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = self.logic.firstCtVolume()
+        # Binds every widget whose SlicerParameterName property names a parameter (see the .ui file).
+        self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+        self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self.updateGUI()
 
-    def setParameterNode(self, parameterNode: SternumSSMParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateExportPlan)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            # Binds every widget whose SlicerParameterName property names a parameter (see the .ui file).
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateExportPlan)
-            self.updateExportPlan()
+    def disconnectGui(self) -> None:
+        if self._parameterNodeGuiTag is None:
+            return
+        self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
+        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
+    def updateGUI(self, caller=None, event=None) -> None:
+        """Draw the panel's state: which buttons work, and why not."""
+        if self._parameterNode is None:
+            return
+        state = self.logic.panel.state(self._parameterNode)
+        self.ui.segmentButton.enabled = state.can_segment
+        self.ui.segmentButton.toolTip = state.status
+        self.ui.cancelButton.enabled = state.can_cancel
+        self.ui.statusLabel.text = state.status
+        self.ui.progressBar.value = state.progress
+        self.ui.segmentEditorButton.enabled = state.has_result
+        if state.flags != self._shownFlags:  # redrawn only on change, so a selected row stays selected
+            self._shownFlags = state.flags
+            self.ui.qaFlagsListWidget.clear()
+            for flag in state.flags:
+                self.ui.qaFlagsListWidget.addItem(flag["message"])
+        canExport, plan = export_readiness(self._parameterNode)
+        self.ui.exportButton.enabled = canExport
+        self.ui.exportPlanLabel.text = plan
 
     def onSegmentButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            if not self.logic.ensureDependencies():
-                return
-            self.logic.startSegmentation(self._parameterNode)
-            self.ui.qaFlagsListWidget.clear()
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Loading the model and segmenting...")
-            self.ui.segmentButton.enabled, self.ui.cancelButton.enabled = False, True
-            self.pollTimer.start()
+            if self.logic.ensureDependencies("segmentation"):
+                self.logic.panel.start(RunInputs.capture(self._parameterNode))
+                self.pollTimer.start()
+        self.updateGUI()
+
+    def onCancelButton(self) -> None:
+        self.logic.panel.cancel()
+        self.pollTimer.stop()
+        self.updateGUI()
+
+    def onPollWorker(self) -> None:
+        for end in self.logic.panel.poll():
+            if end.kind == "error":
+                slicer.util.errorDisplay(_("Segmentation failed: {detail}").format(detail=end.message))
+        if not self.logic.panel.running:
+            self.pollTimer.stop()
+        self.updateGUI()
 
     def onShowUncertaintyToggled(self, checked: bool) -> None:
         if self._parameterNode and self._parameterNode.inputVolume:
             self.logic.setUncertaintyVisible(self._parameterNode.inputVolume, checked)
 
-    def onCancelButton(self) -> None:
-        self.logic.cancelSegmentation()
-        self.stopPolling(_("Cancelled."))
+    def onFlagClicked(self, item) -> None:
+        self.logic.panel.focus_flag(self.ui.qaFlagsListWidget.row(item))
 
-    def stopPolling(self, status: str) -> None:
-        self.pollTimer.stop()
-        self.ui.segmentButton.enabled, self.ui.cancelButton.enabled = True, False
-        self.ui.statusLabel.text = status
-
-    def onPollWorker(self) -> None:
-        for message in self.logic.pollSegmentation():
-            event = message["event"]
-            if event == "progress":
-                self.ui.progressBar.value = int(100 * message["done"] / max(message["total"], 1))
-            elif event == "done":
-                with slicer.util.tryWithErrorDisplay(_("Cannot show the segmentation."), waitCursor=True):
-                    segmentationNode = self.logic.showResult(message, self._parameterNode)
-                    for flag in message["flags"]:
-                        self.ui.qaFlagsListWidget.addItem(flag["message"])
-                    self.stopPolling(_("Done in {seconds:.0f} s.").format(seconds=message["record"]["total_seconds"]))
-                    self.logic.openSegmentEditor(segmentationNode, self._parameterNode.inputVolume)
-            elif event in ("error", "exit"):
-                detail = message.get("message") or "\n".join(message.get("stderr", []))
-                self.stopPolling(_("Segmentation failed."))
-                slicer.util.errorDisplay(_("Segmentation failed: {detail}").format(detail=detail))
-
-    def updateExportPlan(self, caller=None, event=None) -> None:
-        """Say what an export would write, and enable the button only when it can run."""
-        node = self._parameterNode
-        hasFolder = bool(node) and str(node.datasetFolder or "") not in ("", ".")
-        ready = bool(hasFolder and node.inputVolume and node.exportSegmentation and node.caseId)
-        self.ui.exportButton.enabled = ready
-        if not ready:
-            self.ui.exportPlanLabel.text = _(
-                "Choose the CT, the corrected segmentation, a dataset folder and a case id."
-            )
-            return
-        self.ui.exportPlanLabel.text = self.logic.describeExport(node.datasetFolder, node.caseId, node.exportSplit)
+    def onSegmentEditorButton(self) -> None:
+        panel = self.logic.panel
+        self.logic.openSegmentEditor(panel.result_node, panel.result_node.GetNodeReference(SOURCE_VOLUME_REFERENCE))
 
     def onSuggestCaseId(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot suggest a case id."), waitCursor=True):
@@ -245,10 +266,12 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExportButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export to the dataset failed."), waitCursor=True):
             self.ui.exportResultTextEdit.plainText = self.logic.exportToDataset(self._parameterNode)
-            self.updateExportPlan()
+        self.updateGUI()
 
     def onDatasetSummary(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot summarise the dataset."), waitCursor=True):
+            if not self.logic.ensureDependencies("dataset_summary"):
+                return
             text, plotPath = self.logic.datasetSummary(self._parameterNode.datasetFolder)
             self.ui.exportResultTextEdit.plainText = text
             self.ui.datasetPlotLabel.setPixmap(
@@ -266,92 +289,22 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.worker = None
-        self.workerSettings = None
+        self.panel = SegmentationPanel(slicer.mrmlScene, slicer.app.temporaryPath)
 
     def getParameterNode(self) -> SternumSSMParameterNode:
         return SternumSSMParameterNode(super().getParameterNode())
 
-    def ensureDependencies(self) -> bool:
-        """torch through the PyTorch extension, nnunetv2 through pip; asks first, never at import."""
-        from SternumSSMLib.dependencies import ensure_packages_in_slicer
+    def ensureDependencies(self, feature: str) -> bool:
+        """The packages of ``feature`` ("segmentation", "dataset_summary"), installed after asking; never at import."""
+        from SternumSSMLib.dependencies import ensure_in_slicer
 
-        return ensure_packages_in_slicer({"nnunetv2": "nnunetv2==2.8.1"}, _("SternumSSM (nnU-Net segmentation)"))
-
-    def modelFolder(self, parameterNode: SternumSSMParameterNode) -> Path:
-        from SternumSSMLib.segmentation_inference import BUNDLED_MODEL
-
-        chosen = str(parameterNode.modelFolder or "")
-        return BUNDLED_MODEL if chosen in ("", ".") else Path(chosen)
-
-    def startSegmentation(self, parameterNode: SternumSSMParameterNode) -> None:
-        """Write the CT to a temporary NRRD and hand it to the worker, which keeps the model loaded."""
-        from SternumSSMLib.case_files import write_volume
-        from SternumSSMLib.roi import Box
-        from SternumSSMLib.segmentation_worker import SegmentationWorker
-        from SternumSSMLib.volume_nodes import volume_from_node
-
-        if not parameterNode.inputVolume:
-            raise ValueError(_("Choose the CT volume to segment."))
-        settings = (self.modelFolder(parameterNode), parameterNode.preset, parameterNode.device)
-        if self.worker is None or settings != self.workerSettings:
-            self.cancelSegmentation()
-            self.worker, self.workerSettings = SegmentationWorker(*settings), settings
-        folder = Path(slicer.util.tempDirectory("SternumSSM"))
-        write_volume(volume_from_node(parameterNode.inputVolume), folder / "ct.nrrd")
-        roi = None
-        if parameterNode.roi:
-            bounds = [0.0] * 6
-            parameterNode.roi.GetRASBounds(bounds)
-            box = Box.from_ras_bounds(bounds)
-            roi = [*box.lo_lps.tolist(), *box.hi_lps.tolist()]
-        uncertainty = folder / "uncertainty.nrrd" if parameterNode.showUncertainty else None
-        self.worker.submit(folder / "ct.nrrd", folder / "labels.nrrd", roi, uncertainty)
-
-    def pollSegmentation(self) -> list:
-        return self.worker.poll() if self.worker is not None else []
-
-    def cancelSegmentation(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
-
-    def showResult(self, message: dict, parameterNode: SternumSSMParameterNode) -> vtkMRMLSegmentationNode:
-        """Read the worker's files into this CT's segmentation node (updated or replaced as the user chose)
-        and, when computed, its uncertainty volume."""
-        import SimpleITK as sitk
-        from SternumSSMLib.geometry import Volume
-        from SternumSSMLib.prediction_nodes import show_prediction, show_uncertainty, uncertainty_node
-
-        volumeNode = parameterNode.inputVolume
-        labels = Volume.from_sitk(sitk.ReadImage(message["output"]))
-        existing = None
-        for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
-            if node.GetNodeReference("SternumSSM.SourceVolume") is volumeNode:
-                existing = node
-        record = message["record"] | {"qa_flags": message["flags"]}
-        segmentationNode = show_prediction(
-            slicer.mrmlScene, labels, volumeNode, record, existing, mode=parameterNode.rerunMode
-        )
-        if message.get("uncertainty"):
-            show_uncertainty(slicer.mrmlScene, Volume.from_sitk(sitk.ReadImage(message["uncertainty"])), volumeNode)
-            self.setUncertaintyVisible(volumeNode, parameterNode.showUncertainty)
-        elif uncertainty_node(volumeNode) is not None:
-            slicer.mrmlScene.RemoveNode(uncertainty_node(volumeNode))  # it belonged to an earlier prediction
-        return segmentationNode
+        return ensure_in_slicer(feature)
 
     def setUncertaintyVisible(self, volumeNode: vtkMRMLScalarVolumeNode, visible: bool) -> None:
         """Show the CT's uncertainty volume as the slice views' foreground, or take it out of them."""
-        from SternumSSMLib.prediction_nodes import uncertainty_node
+        from SternumSSMLib.prediction_nodes import set_uncertainty_visible
 
-        node = uncertainty_node(volumeNode)
-        if node is None:
-            return
-        if visible:
-            slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.4)
-            return
-        for compositeNode in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
-            if compositeNode.GetForegroundVolumeID() == node.GetID():
-                compositeNode.SetForegroundVolumeID(None)
+        set_uncertainty_visible(slicer.mrmlScene, volumeNode, visible)
 
     def openSegmentEditor(self, segmentationNode: vtkMRMLSegmentationNode, volumeNode: vtkMRMLScalarVolumeNode) -> None:
         slicer.util.selectModule("SegmentEditor")
@@ -364,14 +317,9 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
         return suggest_case_id(datasetFolder if datasetFolder and str(datasetFolder) != "." else None)
 
-    def describeExport(self, datasetFolder: Path, caseId: str, split: str) -> str:
-        from SternumSSMLib.export import describe_export
-
-        return describe_export(datasetFolder, caseId, split)
-
     def exportToDataset(self, parameterNode: SternumSSMParameterNode) -> str:
         """Export the chosen CT, corrected segmentation and landmarks; returns the summary with correction effort."""
-        from SternumSSMLib.export import export_from_scene
+        from SternumSSMLib.export_nodes import export_from_scene
 
         if not parameterNode.inputVolume or not parameterNode.exportSegmentation:
             raise ValueError(_("Choose the CT volume and the corrected segmentation."))
@@ -409,31 +357,49 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
 
 
 class SternumSSMTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer (Reload & Test, or ctest); the pytest suite in Testing/ covers the library."""
+    """Runs inside Slicer (Reload & Test, or ctest); Testing/test_sternum_ssm_module.py runs it under pytest too."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
         self.setUp()
-        self.test_LabelScheme()
-        self.setUp()
-        self.test_ParameterDefaults()
+        self.test_SegmentPhantom()
 
-    def test_LabelScheme(self) -> None:
-        self.delayDisplay("Label scheme")
-        from SternumSSMLib.anatomy import label_scheme
+    def test_SegmentPhantom(self) -> None:
+        """A small phantom through the worker process and the bundled model, scored per class against its truth."""
+        import time
 
-        scheme = label_scheme()
-        self.assertEqual(scheme.names, ("Manubrium", "Sternal_body", "Xiphoid", "Cartilage"))
-        self.assertEqual(scheme.values, (1, 2, 3, 4))
-        self.assertEqual(scheme.background_value, 0)
+        from SternumSSMLib.metrics import dice_per_class
+        from SternumSSMLib.phantom import generate_phantom, random_parameters
+        from SternumSSMLib.roi import crop, index_slices
+        from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
+        from SternumSSMLib.segmentation_panel import SELF_TEST_BOX, SELF_TEST_SEED
+        from SternumSSMLib.volume_nodes import volume_node_from_volume
 
-    def test_ParameterDefaults(self) -> None:
-        self.delayDisplay("Parameter defaults")
-        parameterNode = SternumSSMLogic().getParameterNode()
-        self.assertEqual(parameterNode.preset, "fast")
-        self.assertEqual(parameterNode.device, "auto")
-        self.assertEqual(parameterNode.rerunMode, "update")
-        self.assertFalse(parameterNode.showUncertainty)
-        self.assertIsNone(parameterNode.roi)
+        self.delayDisplay("Segmenting a phantom with the bundled model")
+        logic = SternumSSMLogic()
+        self.assertTrue(logic.ensureDependencies("segmentation"), "The segmentation packages are not installed.")
+        phantom = generate_phantom(random_parameters(SELF_TEST_SEED, hard_cases=False, spacing=(3.0, 3.0, 3.0)))
+        slices = index_slices(phantom.image.geometry, SELF_TEST_BOX)
+        image, truth = crop(phantom.image, slices), crop(phantom.labels, slices)
+        ctNode = volume_node_from_volume(slicer.mrmlScene, image, "Phantom CT")
+        parameterNode = logic.getParameterNode()
+        parameterNode.inputVolume = ctNode
+        try:
+            logic.panel.start(RunInputs.capture(parameterNode))
+            ends, deadline = [], time.monotonic() + 300
+            while not ends and time.monotonic() < deadline:
+                time.sleep(0.2)
+                ends = logic.panel.poll()
+        finally:
+            logic.panel.shutdown()
+        self.assertEqual([end.kind for end in ends], ["done"], [end.message for end in ends])
+        labels = labelmap_from_segmentation(ends[0].segmentation_node, image.geometry)
+        dice = dice_per_class(labels.array, truth.array)
+        # Floors under what the bundled model reaches on this case (0.94 / 0.96 / 0.86, cut cartilage 0.70,
+        # total 0.80); a broken path scores near 0.
+        self.assertGreater(min(dice["Manubrium"], dice["Sternal_body"]), 0.85, dice)
+        self.assertGreater(dice["Total"], 0.7, dice)
+        self.assertIn("cut", [flag["code"] for flag in logic.panel.flags])  # the case's cartilage is cut
+        self.delayDisplay("Phantom segmented")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from SternumLandmarksLib.annotator_guide import (
+from annotator_guide import (
     PICTURES,
     choose_drag,
     correction_step,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
-from SternumLandmarksLib.markups import landmark_points, read_markups
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.case_files import write_case
 from SternumSSMLib.cli import main
 from SternumSSMLib.geometry import PointSet, orientation_direction, rotation_matrix
 from SternumSSMLib.landmark_files import read_landmarks_csv, write_landmarks_csv
+from SternumSSMLib.markups import landmark_points, read_markups
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 
 

@@ -68,6 +68,12 @@ def test_new_dataset_is_nnunet_v2_with_our_labels(tmp_path):
     assert dataset_problems(root) == []
 
 
+def test_missing_parent_folders_of_a_new_dataset_are_created(tmp_path):
+    root = tmp_path / "not" / "yet" / "Dataset501_Sternum"
+    add_case_version(root, case_version("case_0001", 1))
+    assert (root / DATASET_JSON).is_file() and dataset_problems(root) == []
+
+
 def test_reexport_of_the_same_image_is_a_new_version_and_the_old_one_is_archived(tmp_path):
     root = tmp_path / "ds"
     first = add_case_version(root, case_version("case_0001", 1))
@@ -237,6 +243,7 @@ def test_a_full_run_makes_many_commit_operations(tmp_path):
     assert json.loads(result.stdout)["operations"] >= 30
 
 
+@pytest.mark.slow  # 20-30 s on 2 cores: one child process per commit operation
 def test_killed_export_at_every_commit_operation_leaves_the_dataset_consistent(tmp_path):
     """Kill a child re-exporting case_0001 (archive + install) before each of its file-system
     operations in turn; after each kill no file under a final name is partial, and after

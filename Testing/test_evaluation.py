@@ -12,6 +12,7 @@ from SternumSSMLib.case_files import write_volume
 from SternumSSMLib.cli import main
 from SternumSSMLib.evaluation import OUTPUT_FILES, compare_landmarks, on_common_grid
 from SternumSSMLib.geometry import ImageGeometry, PointSet, Volume
+from SternumSSMLib.image_files import read_labels
 from SternumSSMLib.landmark_files import write_landmarks_csv
 from SternumSSMLib.metrics import (
     dice_per_class,
@@ -276,8 +277,9 @@ def test_cli_end_to_end(study, capsys) -> None:
     assert "| 7 | 0.00 | 2.57 ± 4.96 | 28.57% | 28.57% | 14.29% |" in markdown  # 5, 0, 13 and 0, 0, 0, 0
     assert "## Landmarks without points beyond 10 mm (1 excluded)" in markdown
     assert "| 6 | 0.00 | 0.83 ± 2.04 | 16.67% | 16.67% | 0.00% |" in markdown
-    assert "case03: segmentation reference without prediction" in markdown
-    assert "case04: landmark prediction without reference" in markdown
+    assert "- segmentation reference without prediction: 1 case (case03)" in markdown
+    assert "- landmark reference without prediction: 1 case (case03)" in markdown
+    assert "- landmark prediction without reference: 1 case (case04)" in markdown
 
     assert (
         main(["evaluate", "--predictions", str(predictions), "--reference", str(reference), "--output", str(output)])
@@ -330,3 +332,22 @@ def test_cli_refuses_missing_reference_and_unpaired_folders(study, tmp_path, cap
     )
     assert "No case" in capsys.readouterr().err
     assert not any((output / name).exists() for name in OUTPUT_FILES)
+
+
+def test_unpaired_cases_are_summarised_and_nothing_placed_is_said_in_words(study, capsys) -> None:
+    predictions, reference, output = study
+    truth = read_labels(reference / "labelsTr" / "case01.nrrd")
+    for number in range(5, 30):  # 25 more reference cases that have no prediction
+        write_volume(truth, reference / "labelsTr" / f"case{number:02d}.nrrd")
+    unplaced = PointSet(reference_points().names, np.full((5, 3), np.nan), "LPS")
+    write_landmarks_csv(predictions / "case01.csv", unplaced, "LPS", overwrite=True)
+    assert main(["evaluate", "--predictions", str(predictions), "--reference", str(reference),
+                 "--output", str(output)]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "nan" not in captured.err.lower() and "nan" not in captured.out.lower()
+    assert "case01: landmarks no IPE: none of the 5 points could be compared (5 not placed in the prediction" in (
+        captured.err
+    )
+    lines = [line for line in captured.out.splitlines() if "segmentation reference without prediction" in line]
+    assert lines == ["- segmentation reference without prediction: 26 cases (case03, case05, case06, case07, case08 "
+                     "and 21 more)"]

@@ -8,17 +8,18 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from SternumLandmarksLib.markups import create_landmarks_node, landmark_points, read_markups, set_landmark_positions
-from SternumSSMLib import export as export_module
+from SternumSSMLib import scene_contract
 from SternumSSMLib.anatomy import default_protocol
-from SternumSSMLib.case_files import write_case
+from SternumSSMLib.case_files import write_case, write_volume
 from SternumSSMLib.cli import main
 from SternumSSMLib.dataset import MANIFEST, dataset_problems, read_manifest
-from SternumSSMLib.export import Prediction, describe_export, export_case, export_from_scene
+from SternumSSMLib.export import Prediction, describe_export, export_case
+from SternumSSMLib.export_nodes import export_from_scene
 from SternumSSMLib.geometry import PointSet, Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.landmark_files import read_landmarks_csv
+from SternumSSMLib.markups import create_landmarks_node, landmark_points, read_markups, set_landmark_positions
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
-from SternumSSMLib.provenance import folder_sha256
+from SternumSSMLib.provenance import model_id
 from SternumSSMLib.segmentation_nodes import segmentation_from_labelmap
 from SternumSSMLib.volume_nodes import volume_node_from_volume
 
@@ -143,16 +144,19 @@ def test_correction_effort_from_the_prediction_recorded_in_the_scene(mrml_scene,
     (model / "fold_0").mkdir(parents=True)
     (model / "dataset.json").write_text("{}")
     (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights")
-    predicted_at = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat()
-    corrected_node.SetAttribute(export_module.PREDICTION_SEGMENTATION_ID, prediction_node.GetID())
-    corrected_node.SetAttribute(export_module.MODEL_FOLDER, str(model))
-    corrected_node.SetAttribute(export_module.PRESET, "fast")
-    corrected_node.SetAttribute(export_module.PREDICTED_AT, predicted_at)
-    corrected_node.SetAttribute(export_module.QA_FLAGS, json.dumps(["Xiphoid volume implausible"]))
-    corrected_node.SetAttribute(export_module.POSTPROCESSING, json.dumps(["largest component"]))
-    final_points.SetAttribute(export_module.PREDICTION_MARKUPS_ID, predicted_points.GetID())
+    exported_at = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    predicted_at = (exported_at - timedelta(minutes=30)).isoformat()
+    corrected_node.SetAttribute(scene_contract.UNEDITED_PREDICTION_ATTRIBUTE, prediction_node.GetID())
+    corrected_node.SetAttribute(scene_contract.MODEL_FOLDER, str(model))
+    corrected_node.SetAttribute(scene_contract.PRESET, "fast")
+    corrected_node.SetAttribute(scene_contract.PREDICTED_AT, predicted_at)
+    corrected_node.SetAttribute(scene_contract.QA_FLAGS, json.dumps(["Xiphoid volume implausible"]))
+    corrected_node.SetAttribute(scene_contract.POSTPROCESSING, json.dumps(["largest component"]))
+    final_points.SetAttribute(scene_contract.PREDICTION_MARKUPS_ID, predicted_points.GetID())
 
-    result = export_from_scene(volume, corrected_node, tmp_path / "ds", "case_0001", "A. Annotator", final_points)
+    result = export_from_scene(
+        volume, corrected_node, tmp_path / "ds", "case_0001", "A. Annotator", final_points, clock=lambda: exported_at
+    )
 
     record = read_manifest(tmp_path / "ds")[-1]
     assert record == result.record
@@ -166,9 +170,9 @@ def test_correction_effort_from_the_prediction_recorded_in_the_scene(mrml_scene,
     assert landmarks["displacement_mm"]["L01"] == pytest.approx(5.0, abs=1e-6)
     assert landmarks["displacement_mm"]["L02"] == pytest.approx(0.0, abs=1e-6)
     assert landmarks["max_mm"] == pytest.approx(5.0, abs=1e-6)
-    assert 1790 < record["correction"]["seconds_from_prediction"] < 1900
+    assert record["correction"]["seconds_from_prediction"] == 1800.0  # the clock is frozen, so this is exact
     prediction = record["prediction"]
-    assert prediction["model_sha256"] == folder_sha256(model)
+    assert prediction["model_sha256"] == model_id(model)
     assert (prediction["preset"], prediction["qa_flags"], prediction["postprocessing"]) == (
         "fast",
         ["Xiphoid volume implausible"],
@@ -263,16 +267,89 @@ def test_summary_groups_correction_effort_by_round(phantom, tmp_path):
     assert rows[1]["model"] == "a" * 12 and rows[1]["mean_changed_voxels"] == int((phantom.labels.array == 3).sum())
     assert rows[1]["mean_dice"] == pytest.approx(0.75)  # Xiphoid 0, three classes 1
     assert rows[2]["mean_dice"] == 1.0 and rows[2]["mean_changed_voxels"] == 0
-    assert "    2  bbbbbbbbbbbb      1   1.000" in summary_text(summary)
+    text = summary_text(summary)
+    assert "Correction effort is recorded for 2 of the 3 current cases" in text
+    # Each figure says how many cases it covers; the manual round has none.
+    assert "    2  bbbbbbbbbbbb      1   1.000    (1)" in text
+    assert "    0  manual            1       -    (0)" in text
+    assert (rows[0]["dice_cases"], rows[1]["dice_cases"], rows[1]["landmark_displacement_cases"]) == (0, 1, 0)
     assert plot_summary(summary, tmp_path / "rounds.png").stat().st_size > 1000
 
 
 def test_the_segmentation_steps_run_record_is_used_as_provenance(mrml_scene, phantom, tmp_path):
-    from SternumSSMLib.prediction_nodes import RECORD_ATTRIBUTE
-
     volume, segmentation, _ = scene_case(mrml_scene, phantom)
-    segmentation.SetAttribute(RECORD_ATTRIBUTE, json.dumps({"model_sha256": "c" * 64, "preset": "accurate"}))
-    segmentation.SetAttribute(export_module.PRESET, "fast")  # an explicit attribute wins
+    run_record = {"model_sha256": "c" * 64, "preset": "accurate"}
+    segmentation.SetAttribute(scene_contract.SEGMENTATION_RECORD_ATTRIBUTE, json.dumps(run_record))
+    segmentation.SetAttribute(scene_contract.PRESET, "fast")  # an explicit attribute wins
     record = export_from_scene(volume, segmentation, tmp_path / "ds", "case_0001").record
     assert record["prediction"]["model_sha256"] == "c" * 64 and record["prediction"]["preset"] == "fast"
     assert record["correction"]["segmentation"] is None  # the unedited prediction was not kept
+
+
+def far_away(points: PointSet, names: tuple[str, ...], offset_mm: float) -> PointSet:
+    positions = points.positions.copy()
+    for name in names:
+        positions[points.names.index(name)] += [offset_mm, 0.0, 0.0]
+    return PointSet(points.names, positions, points.coordinate_system)
+
+
+def test_landmarks_outside_the_ct_are_refused_naming_them(phantom, tmp_path):
+    outside = far_away(phantom.landmarks, ("L01", "L07"), 10_000.0)  # 10 m off: the wrong file or system
+    with pytest.raises(ValueError, match=r"2 landmark\(s\) lie outside the CT.*L01 \(.*L07 \(") as error:
+        export_case(tmp_path / "ds", "case_0001", phantom.image, phantom.labels, outside)
+    assert "L02" not in str(error.value)
+    assert not (tmp_path / "ds").exists()
+    # Within the margin (a point extrapolated just past the scan's edge) is accepted.
+    geometry = phantom.image.geometry
+    edge = geometry.index_to_lps(np.array([[geometry.size[0] - 0.5, 10.0, 10.0]]))[0]
+    positions = phantom.landmarks.positions.copy()
+    positions[0] = edge + 5.0 * geometry.direction_lps[:, 0]  # 5 mm past the last voxel's outer edge
+    inside = PointSet(phantom.landmarks.names, positions, "LPS")
+    export_case(tmp_path / "ds", "case_0001", phantom.image, phantom.labels, inside)
+
+
+def test_a_constant_ct_is_refused_as_predict_refuses_it(phantom, tmp_path, capsys):
+    blank = Volume(np.zeros_like(phantom.image.array), phantom.image.geometry)
+    empty = Volume(np.zeros_like(phantom.labels.array), phantom.labels.geometry)
+    write_volume(blank, tmp_path / "blank.nrrd")
+    write_volume(empty, tmp_path / "empty.nrrd")
+    code = main(["export", "--image", str(tmp_path / "blank.nrrd"), "--segmentation", str(tmp_path / "empty.nrrd"),
+                 "--dataset", str(tmp_path / "ds"), "--case-id", "case_0001", "--allow-empty-segmentation"])
+    assert code == 2
+    assert "The CT is empty: every voxel has the value 0" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_an_empty_segmentation_needs_the_option_and_the_check_flags_it(phantom, tmp_path, capsys):
+    empty = Volume(np.zeros_like(phantom.labels.array), phantom.labels.geometry)
+    with pytest.raises(ValueError, match=r"segmentation is empty.*--allow-empty-segmentation"):
+        export_case(tmp_path / "ds", "case_0001", phantom.image, empty)
+    assert not (tmp_path / "ds").exists()
+    export_case(tmp_path / "ds", "case_0001", phantom.image, phantom.labels)
+    assert main(["dataset-summary", "--dataset", str(tmp_path / "ds"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "Checked 1 case version(s)" in out and "no problems" in out
+    export_case(tmp_path / "ds", "no_sternum", phantom.image, empty, allow_empty_segmentation=True)
+    assert main(["dataset-summary", "--dataset", str(tmp_path / "ds"), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem(s)" in out and "problem: case no_sternum: its segmentation is empty" in out
+
+
+def test_cli_export_takes_a_plain_label_map_by_value(phantom, tmp_path, capsys):
+    write_case(phantom, tmp_path / "cases", "phantom000", label_format="nrrd")
+    arguments = ["export", "--image", str(tmp_path / "cases/images/phantom000.nrrd"),
+                 "--dataset", str(tmp_path / "new" / "datasets" / "ds"), "--case-id", "case_0001"]  # fmt: skip
+    # Standard values 1-4 need no option; the dataset's missing parent folders are created.
+    assert main([*arguments, "--segmentation", str(tmp_path / "cases/labels/phantom000.nrrd")]) == 0
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "new/datasets/ds/labelsTr/case_0001.nrrd")))
+    np.testing.assert_array_equal(written, phantom.labels.array)
+    # Other values need --label-value, as for import.
+    shifted = Volume(np.where(phantom.labels.array > 0, phantom.labels.array + 10, 0), phantom.labels.geometry)
+    write_volume(shifted, tmp_path / "shifted.nrrd")
+    assert main([*arguments[:-1], "case_0002", "--segmentation", str(tmp_path / "shifted.nrrd")]) == 2
+    assert "label values [11, 12, 13, 14] have no standard name" in capsys.readouterr().err
+    values = ["--label-value", "11=Manubrium", "--label-value", "12=Sternal_body", "--label-value", "13=Xiphoid",
+              "--label-value", "14=Cartilage"]  # fmt: skip
+    assert main([*arguments[:-1], "case_0002", "--segmentation", str(tmp_path / "shifted.nrrd"), *values]) == 0
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "new/datasets/ds/labelsTr/case_0002.nrrd")))
+    np.testing.assert_array_equal(written, phantom.labels.array)

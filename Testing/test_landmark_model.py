@@ -1,5 +1,8 @@
 """The bundled demo landmark model: accuracy on held-out phantoms, physical consistency across scan
-orientations, and clear refusals. Floors sit a little below the numbers in its evaluation.json."""
+orientations, and clear refusals. Floors sit a little below the numbers in its evaluation.json.
+
+Two stages are checked: the network's peaks alone (``first_stage_lps``) and the points after the
+refinement along the rim (``landmark_refinement``), which is what users get."""
 
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ from SternumSSMLib.metrics import landmark_error_table, landmark_errors
 from SternumSSMLib.phantom import generate_phantom, random_parameters, with_orientation
 
 SEEDS = (5000, 5001, 5004)  # long manubrium, long manubrium, ordinary (held out from training)
-# evaluation.json on these three: median 1.7-2.2 mm, mean 2.2-3.1 mm per case, 3 of 102 peaks beyond
-# 10 mm; the demo misses the study-level target (median 1.5, mean 2.0), so these floors guard
-# against regressions, not the target.
-MEDIAN_FLOOR_MM = 2.5
-MEAN_FLOOR_MM = 3.4
-OUTLIER_FLOOR_PERCENT = 7.0
+# The network alone on these three: median 2.07 mm, mean 2.72 mm, 3 of 102 peaks beyond 10 mm; it
+# misses the study-level target (median 1.5, mean 2.0), so these floors guard against regressions.
+FIRST_STAGE_MEDIAN_FLOOR_MM = 2.5
+FIRST_STAGE_MEAN_FLOOR_MM = 3.4
+FIRST_STAGE_OUTLIER_FLOOR_PERCENT = 7.0
+# After the rim refinement: median 0.84 mm, mean 0.93 mm, worst 2.88 mm.
+MEDIAN_FLOOR_MM = 1.0
+MEAN_FLOOR_MM = 1.1
+WORST_FLOOR_MM = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +40,31 @@ def cases():
 
 
 def test_held_out_phantoms_are_landmarked_within_the_demo_floors(model, cases):
-    errors, peaks = [], []
+    errors, peaks, first_stage = [], [], []
     for phantom in cases.values():
         prediction = model.predict(phantom.labels, phantom.image)
+        names = prediction.landmarks_lps.names
         errors.append(landmark_errors(prediction.points("LPS"), phantom.landmarks))
-        every = PointSet(prediction.landmarks_lps.names, prediction.peak_positions_lps, "LPS")
-        peaks.append(landmark_errors(every, phantom.landmarks))
+        peaks.append(landmark_errors(PointSet(names, prediction.peak_positions_lps, "LPS"), phantom.landmarks))
+        first_stage.append(landmark_errors(PointSet(names, prediction.first_stage_lps, "LPS"), phantom.landmarks))
+        assert not {"L03", "L04"} <= prediction.duplicate_ids  # the first stage collapses them in 5001 and 5004
     table = landmark_error_table(np.concatenate(errors))
-    every_peak = landmark_error_table(np.concatenate(peaks))
+    every_peak = np.concatenate(peaks)
+    network = landmark_error_table(np.concatenate(first_stage))
     assert table["points"] >= 0.9 * 34 * len(cases)
     assert table["median_mm"] < MEDIAN_FLOOR_MM and table["mean_mm"] < MEAN_FLOOR_MM
-    assert every_peak["O_10"] <= OUTLIER_FLOOR_PERCENT
+    assert np.nanmax(every_peak) < WORST_FLOOR_MM
+    assert network["median_mm"] < FIRST_STAGE_MEDIAN_FLOOR_MM and network["mean_mm"] < FIRST_STAGE_MEAN_FLOOR_MM
+    assert network["O_10"] <= FIRST_STAGE_OUTLIER_FLOOR_PERCENT
+
+
+def test_the_refinement_can_be_switched_off(model, cases):
+    phantom = cases[5004]
+    network_only = model.predict(phantom.labels, phantom.image, refine=False)
+    refined = model.predict(phantom.labels, phantom.image)
+    assert network_only.first_stage_lps is None and "refinement" not in network_only.record
+    np.testing.assert_allclose(refined.first_stage_lps, network_only.peak_positions_lps)
+    np.testing.assert_array_equal(refined.confidence, network_only.confidence)
 
 
 def test_an_oblique_mirrored_copy_gives_the_same_physical_landmarks(model):
@@ -54,7 +74,7 @@ def test_an_oblique_mirrored_copy_gives_the_same_physical_landmarks(model):
     axial = model.predict(axial_phantom.labels, axial_phantom.image)
     oblique = model.predict(oblique_phantom.labels, oblique_phantom.image)
     difference = np.linalg.norm(axial.peak_positions_lps - oblique.peak_positions_lps, axis=1)
-    assert np.median(difference) < 1.0
+    assert np.median(difference) < 1.0 and difference.max() < 2.5  # measured 0.74 and 1.86 mm
     np.testing.assert_allclose(oblique.points("RAS").positions, oblique.points("LPS").positions * [-1, -1, 1])
 
 
@@ -87,10 +107,10 @@ def test_progress_is_reported_in_order_and_cancel_stops(model, cases):
 
 
 def test_place_landmarks_command_writes_markups_csv_and_record_and_keeps_existing_files(model, cases, tmp_path):
-    from SternumLandmarksLib.markups import read_markups
     from SternumSSMLib.case_files import write_volume
     from SternumSSMLib.cli import main
     from SternumSSMLib.landmark_files import read_landmarks_csv
+    from SternumSSMLib.markups import read_markups
     from SternumSSMLib.mrml import close_scene, new_scene
 
     phantom = cases[5004]

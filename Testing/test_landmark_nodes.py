@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
+import slicer
 from SternumLandmarksLib.landmark_nodes import (
+    OCCLUDED_OPACITY,
     landmark_confidence,
     landmark_displacements_mm,
     moved_landmarks,
@@ -15,12 +17,12 @@ from SternumLandmarksLib.landmark_nodes import (
     unedited_prediction,
 )
 from SternumLandmarksLib.landmark_prediction import LandmarkPrediction, find_duplicates
-from SternumLandmarksLib.markups import landmark_points
 from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.dataset import read_manifest
-from SternumSSMLib.export import export_from_scene
+from SternumSSMLib.export_nodes import export_from_scene
 from SternumSSMLib.geometry import PointSet, orientation_direction, rotation_matrix
 from SternumSSMLib.landmark_files import read_landmarks_csv
+from SternumSSMLib.markups import landmark_points
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.segmentation_nodes import segmentation_from_labelmap
 from SternumSSMLib.volume_nodes import volume_node_from_volume
@@ -137,3 +139,23 @@ def test_pseudo_landmarks_go_into_the_same_case_marked_pseudo(mrml_scene, obliqu
     assert dataset_problems(tmp_path / "ds") == []
     # Training reads only the anatomical landmarks of the case.
     assert [case.case_id for case in read_dataset_cases(tmp_path / "ds")] == ["case_0001"]
+
+
+def test_landmarks_show_in_3d_with_their_labels_whatever_the_markups_defaults(mrml_scene, oblique_phantom):
+    # A user whose markups defaults hide point labels and 3D display (Slicer keeps them as the scene's
+    # default display node) still sees the predicted landmarks, labelled, in the 3D view.
+    defaults = slicer.vtkMRMLMarkupsFiducialDisplayNode()
+    defaults.SetPointLabelsVisibility(False)
+    defaults.SetVisibility3D(False)
+    defaults.SetPropertiesLabelVisibility(True)
+    mrml_scene.AddDefaultNode(defaults)
+
+    node = show_landmark_prediction(mrml_scene, prediction_from(oblique_phantom.landmarks.positions, np.full(34, 0.9)))
+    display = node.GetDisplayNode()
+    assert display.IsA("vtkMRMLMarkupsFiducialDisplayNode")
+    assert display.GetVisibility() and display.GetVisibility2D() and display.GetVisibility3D()
+    assert display.GetPointLabelsVisibility() and not display.GetPropertiesLabelVisibility()
+    # Points behind the bone's 3D surface stay visible, faded.
+    assert display.GetOccludedVisibility() and display.GetOccludedOpacity() == pytest.approx(OCCLUDED_OPACITY)
+    # The hidden unedited copy stays hidden.
+    assert not unedited_prediction(node).GetDisplayNode().GetVisibility()

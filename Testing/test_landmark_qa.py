@@ -21,7 +21,6 @@ from SternumLandmarksLib.landmark_observer import (
     is_pseudo_landmarks_node,
 )
 from SternumLandmarksLib.landmark_qa import LandmarkQAContext, QASettings, snap_to_surface
-from SternumLandmarksLib.markups import create_landmarks_node, landmark_points, set_landmark_positions
 from SternumLandmarksLib.pseudo_landmarks import pseudo_landmarks
 from SternumSSMLib.anatomy import default_protocol, label_scheme
 from SternumSSMLib.geometry import (
@@ -32,6 +31,7 @@ from SternumSSMLib.geometry import (
     orientation_direction,
     rotation_matrix,
 )
+from SternumSSMLib.markups import create_landmarks_node, landmark_points, set_landmark_positions
 from SternumSSMLib.phantom import generate_phantom, random_parameters, with_orientation
 
 PROTOCOL = default_protocol()

@@ -1,22 +1,16 @@
 """The SternumLandmarks module's scene work, in the real MRML: inputs, re-runs, the QA table, exports.
 
 The prediction is built directly from a 3 mm phantom's landmarks with chosen confidences,
-so no trained model is needed; the worker thread gets a stand-in model.
+so no trained model is needed; the worker process is tested in test_landmark_worker.py.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
-from SternumLandmarksLib.landmark_nodes import RECORD_ATTRIBUTE
-from SternumLandmarksLib.landmark_prediction import LandmarkPrediction, LandmarkPredictionCancelled
+from SternumLandmarksLib.landmark_prediction import LandmarkPrediction
 from SternumLandmarksLib.landmark_qa import LandmarkQAContext, QASettings
 from SternumLandmarksLib.landmark_session import (
-    SOURCE_SEGMENTATION_REFERENCE,
-    BackgroundPrediction,
     default_input_segmentation,
     export_landmarks,
     landmark_export_paths,
@@ -30,12 +24,13 @@ from SternumLandmarksLib.landmark_session import (
     show_landmarks_for_segmentation,
     update_pseudo_landmarks,
 )
-from SternumLandmarksLib.markups import create_landmarks_node, landmark_points, read_markups
 from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.geometry import PointSet
 from SternumSSMLib.landmark_files import read_landmarks_csv
+from SternumSSMLib.markups import create_landmarks_node, landmark_points, read_markups
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom
 from SternumSSMLib.prediction_nodes import show_prediction
+from SternumSSMLib.scene_contract import LANDMARK_RECORD_ATTRIBUTE, SOURCE_SEGMENTATION_REFERENCE
 from SternumSSMLib.segmentation_nodes import segmentation_from_labelmap
 from SternumSSMLib.volume_nodes import volume_node_from_volume
 
@@ -118,64 +113,6 @@ def test_labels_come_from_the_segmentation_on_its_own_ct(case, phantom, mrml_sce
         landmark_labels(None, ct)
 
 
-# --------------------------------------------------------------------------- the worker thread
-
-
-class StandInModel:
-    """Reports two stages and returns a fixed prediction; or waits until cancelled."""
-
-    def __init__(self, prediction, wait_for_cancel: bool = False):
-        self.prediction = prediction
-        self.wait_for_cancel = wait_for_cancel
-        self.started = threading.Event()
-        self.thread_name = None
-
-    def predict(self, labels, ct=None, progress=None, cancel=None):
-        self.thread_name = threading.current_thread().name
-        self.started.set()
-        progress(0.5, "Running the landmark network")
-        deadline = time.monotonic() + 5.0
-        while self.wait_for_cancel and not cancel():
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.005)
-        if cancel():
-            raise LandmarkPredictionCancelled("cancelled")
-        progress(1.0, "Done")
-        return self.prediction
-
-
-def test_background_prediction_reports_progress_then_the_result(phantom):
-    prediction = make_prediction(phantom)
-    model = StandInModel(prediction)
-    run = BackgroundPrediction(lambda: model, phantom.labels)
-    run.wait(5.0)
-
-    messages = run.poll()
-    assert not run.running
-    assert [m["event"] for m in messages] == ["progress", "progress", "progress", "done"]
-    assert [m["fraction"] for m in messages[:3]] == [0.0, 0.5, 1.0]
-    assert messages[-1]["prediction"] is prediction
-    assert model.thread_name == "SternumLandmarks prediction"
-    assert run.poll() == []
-
-
-def test_background_prediction_can_be_cancelled_and_reports_errors(phantom):
-    model = StandInModel(make_prediction(phantom), wait_for_cancel=True)
-    run = BackgroundPrediction(lambda: model, phantom.labels)
-    assert model.started.wait(5.0)
-    run.cancel()
-    run.wait(5.0)
-    assert run.poll()[-1] == {"event": "cancelled"}
-
-    def broken_loader():
-        raise FileNotFoundError("no model.pth in /models/x")
-
-    failed = BackgroundPrediction(broken_loader, phantom.labels)
-    failed.wait(5.0)
-    assert failed.poll()[-1] == {"event": "error", "message": "FileNotFoundError: no model.pth in /models/x"}
-
-
 # --------------------------------------------------------------------------- landmarks node and re-runs
 
 
@@ -190,7 +127,7 @@ def test_prediction_becomes_the_segmentations_landmarks_node(case, phantom, mrml
     assert node.GetName() == f"{segmentation.GetName()} landmarks"
     assert node.GetNthControlPointPositionStatus(UNPLACED) != node.PositionDefined
     assert not any(node.GetNthControlPointLocked(i) for i in range(34))
-    assert '"confident_above": 0.5' in node.GetAttribute(RECORD_ATTRIBUTE)
+    assert '"confident_above": 0.5' in node.GetAttribute(LANDMARK_RECORD_ATTRIBUTE)
     assert replaced_points(segmentation) == []
 
     move(node, "L10", [0.0, 0.0, 4.0])

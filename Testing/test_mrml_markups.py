@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 import slicer
-from SternumLandmarksLib.markups import (
+from SternumSSMLib.anatomy import default_protocol
+from SternumSSMLib.geometry import LPS_RAS_FLIP, PointSet
+from SternumSSMLib.markups import (
     create_landmarks_node,
     landmark_points,
     read_markups,
     set_landmark_positions,
     write_markups,
 )
-from SternumSSMLib.anatomy import default_protocol
-from SternumSSMLib.geometry import LPS_RAS_FLIP, PointSet
 
 PROTOCOL = default_protocol()
 UNPLACED = (3, 10, 33)

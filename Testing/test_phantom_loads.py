@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from SternumLandmarksLib.markups import landmark_points, read_markups
 from SternumSSMLib.case_files import write_case
 from SternumSSMLib.geometry import orientation_direction, rotation_matrix
+from SternumSSMLib.markups import landmark_points, read_markups
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation, read_segmentation
 from SternumSSMLib.volume_nodes import load_volume_node, volume_from_node

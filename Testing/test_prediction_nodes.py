@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from slicer_harness import add_view_nodes
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.prediction_nodes import (
+    SOURCE_VOLUME_REFERENCE,
     UNCERTAINTY_WINDOW,
     UNEDITED_PREDICTION_ATTRIBUTE,
+    prediction_for,
     prediction_record,
+    set_uncertainty_visible,
     show_prediction,
     show_uncertainty,
     uncertainty_node,
@@ -45,7 +49,7 @@ def test_prediction_node_has_standard_segments_on_the_ct_grid(mrml_scene, obliqu
     back = labelmap_from_segmentation(node, oblique_flipped.image.geometry)
     np.testing.assert_array_equal(back.array, oblique_flipped.labels.array)
     assert prediction_record(node) == {"model_sha256": "abc"}
-    assert node.GetNodeReference("SternumSSM.SourceVolume") is ct
+    assert node.GetNodeReference(SOURCE_VOLUME_REFERENCE) is ct
 
 
 def test_rerun_replace_and_update_never_duplicate(mrml_scene, oblique_flipped):
@@ -97,3 +101,27 @@ def test_uncertainty_is_one_node_per_ct_on_its_grid(mrml_scene, oblique_geometry
     volumes = range(mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
     names = [mrml_scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName() for i in volumes]
     assert names == ["CT", "CT uncertainty"]
+
+
+def test_prediction_for_finds_the_ct_s_result_not_its_hidden_copy(mrml_scene, oblique_flipped):
+    ct = volume_node_from_volume(mrml_scene, oblique_flipped.image, "CT")
+    other = volume_node_from_volume(mrml_scene, oblique_flipped.image, "other CT")
+    assert prediction_for(mrml_scene, ct) is None
+    node = show_prediction(mrml_scene, oblique_flipped.labels, ct)
+    assert prediction_for(mrml_scene, ct) is node and prediction_for(mrml_scene, other) is None
+
+
+def test_uncertainty_overlay_toggles_in_every_slice_view(mrml_scene, oblique_geometry):
+    add_view_nodes(mrml_scene)
+    ct = volume_node_from_volume(
+        mrml_scene, Volume(np.zeros(oblique_geometry.shape_kji, np.int16), oblique_geometry), "CT"
+    )
+    set_uncertainty_visible(mrml_scene, ct, True)  # nothing to show yet: no error, nothing shown
+    composites = [mrml_scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+    assert {c.GetForegroundVolumeID() for c in composites} == {None}
+    uncertainty = Volume(np.full(oblique_geometry.shape_kji, 0.2, np.float32), oblique_geometry)
+    node = show_uncertainty(mrml_scene, uncertainty, ct)
+    set_uncertainty_visible(mrml_scene, ct, True)
+    assert {(c.GetForegroundVolumeID(), c.GetForegroundOpacity()) for c in composites} == {(node.GetID(), 0.4)}
+    set_uncertainty_visible(mrml_scene, ct, False)
+    assert {c.GetForegroundVolumeID() for c in composites} == {None}

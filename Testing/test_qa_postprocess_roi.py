@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from reoriented import reoriented
 from SternumSSMLib.anatomy import label_scheme
-from SternumSSMLib.geometry import Volume, orientation_direction, rotation_matrix
+from SternumSSMLib.geometry import Volume, all_orientation_codes, orientation_direction, rotation_matrix
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.postprocess import PostprocessSettings, postprocess
 from SternumSSMLib.qa import cartilage_pieces_per_side, qa_flags
@@ -70,29 +73,115 @@ def test_asymmetry_uses_the_patient_side_on_a_flipped_grid():
     assert right_ml > 1.5 * left_ml
 
 
+@pytest.fixture(scope="module")
+def flagged():
+    """A case with side-dependent flags: the right 4th cartilage split, the manubrium cut by the top of the scan."""
+    return generate_phantom(PhantomParameters(spacing=COARSE, split_cartilage=("right", 4), truncate_superior_mm=50.0))
+
+
+def flag_rows(labels: Volume, ct: Volume | None = None) -> list[tuple]:
+    return [(f.code, f.severity, f.message, f.segment) for f in qa_flags(labels, ct=ct)]
+
+
+def moved(volume: Volume, shift_mm: np.ndarray) -> Volume:
+    geometry = volume.geometry
+    return Volume(volume.array, dataclasses.replace(geometry, origin_lps=geometry.origin_lps + shift_mm))
+
+
+def labels_crop(phantom) -> Volume:
+    """The label map cut to its labels plus 3 voxels, within the image (the top face stays the scan's)."""
+    occupied = np.argwhere(phantom.labels.array > 0)
+    lo = np.maximum(occupied.min(axis=0) - 3, 0)
+    hi = np.minimum(occupied.max(axis=0) + 4, phantom.labels.array.shape)
+    return crop(phantom.labels, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def flagged_rows(flagged) -> list[tuple]:
+    rows = flag_rows(flagged.labels, flagged.image)
+    assert {"cut", "cartilage_pieces"} <= {row[0] for row in rows}
+    assert any("Right cartilage has 8 pieces" in row[2] for row in rows)
+    return rows
+
+
+@pytest.mark.parametrize("shift_mm", [(200.0, 0.0, 0.0), (-35.0, -300.0, 500.0), (1e-9, 0.0, 0.0)])
+def test_qa_flags_do_not_depend_on_the_world_origin(phantom, flagged, flagged_rows, shift_mm):
+    """Before: +200 mm in x turned "no flags" into three (right cartilage 0 pieces, left 14, asymmetric)."""
+    shift = np.array(shift_mm)
+    assert flag_rows(moved(phantom.labels, shift), moved(phantom.image, shift)) == []
+    assert flag_rows(moved(flagged.labels, shift), moved(flagged.image, shift)) == flagged_rows
+
+
+def test_qa_flags_are_the_same_in_all_48_axis_orientations(flagged):
+    labels = labels_crop(flagged)
+    expected = flag_rows(labels)
+    assert {"cut", "cartilage_pieces"} <= {row[0] for row in expected}
+    for code in all_orientation_codes():
+        assert flag_rows(reoriented(labels, code)) == expected, code
+
+
+@pytest.mark.parametrize("code", ["RAI", "SLA", "IPR"])
+def test_qa_flags_with_the_ct_are_the_same_in_other_axis_orientations(flagged, flagged_rows, code):
+    assert flag_rows(reoriented(flagged.labels, code), reoriented(flagged.image, code)) == flagged_rows
+
+
 def _with_islands(phantom) -> Volume:
     array = phantom.labels.array.copy()
     k, j, i = (n // 2 for n in array.shape)
     array[k, j, i - 40] = BODY  # an interior stray piece of bone
-    array[k, j, 0] = MANUBRIUM  # a piece on the scan boundary
+    array[k, j, 0] = MANUBRIUM  # a stray voxel on the scan boundary
     array[k + 2, j + 2, i - 40] = CARTILAGE  # a one-voxel cartilage island (8 mm^3)
     return Volume(array, phantom.labels.geometry)
 
 
-def test_postprocess_keeps_largest_bone_and_boundary_pieces(phantom):
+def test_postprocess_keeps_the_largest_bone_piece_and_drops_islands(phantom):
     noisy = _with_islands(phantom)
     cleaned, record = postprocess(noisy)
-    k, j, i = (n // 2 for n in noisy.array.shape)
-    assert cleaned.array[k, j, i - 40] == 0
-    assert cleaned.array[k, j, 0] == MANUBRIUM
-    assert cleaned.array[k + 2, j + 2, i - 40] == 0
-    expected = phantom.labels.array.copy()
-    expected[k, j, 0] = MANUBRIUM
-    np.testing.assert_array_equal(cleaned.array, expected)
+    np.testing.assert_array_equal(cleaned.array, phantom.labels.array)
     steps = {step["class"]: step for step in record["steps"]}
-    assert steps["Sternal_body"]["pieces_removed"] == 1 and steps["Manubrium"]["pieces_removed"] == 0
+    assert steps["Sternal_body"]["pieces_removed"] == 1 and steps["Manubrium"]["pieces_removed"] == 1
+    assert steps["Manubrium"]["boundary_pieces_removed"] == 1 and steps["Sternal_body"]["boundary_pieces_removed"] == 0
     assert steps["Cartilage"]["pieces_removed"] == 1
     assert steps["Cartilage"]["pieces"] == 15  # 14 real pieces plus the island
+
+
+def _with_strays_on_the_faces(phantom) -> Volume:
+    """What a model leaves on the faces of an oblique grid: a few bone voxels and a thin cartilage sliver."""
+    array = phantom.labels.array.copy()
+    nk, nj, ni = array.shape
+    array[nk // 2 : nk // 2 + 3, nj // 2 : nj // 2 + 3, 0] = BODY  # 9 voxels on the right face
+    array[-1, 3:5, ni // 2 : ni // 2 + 4] = XIPHOID  # 8 voxels on the top face
+    array[nk // 3 : nk // 3 + 20, 0, ni // 2 : ni // 2 + 15] = CARTILAGE  # 300 voxels (2.4 ml), one voxel deep
+    assert not np.any(np.isin(phantom.labels.array[nk // 3 : nk // 3 + 20, :2, ni // 2 : ni // 2 + 15], (1, 2, 3, 4)))
+    return Volume(array, phantom.labels.geometry)
+
+
+def test_stray_voxels_on_the_image_faces_are_dropped_and_not_called_a_cut(phantom):
+    noisy = _with_strays_on_the_faces(phantom)
+    cleaned, record = postprocess(noisy)
+    np.testing.assert_array_equal(cleaned.array, phantom.labels.array)
+    steps = {step["class"]: step for step in record["steps"]}
+    assert [steps[name]["boundary_pieces_removed"] for name in ("Sternal_body", "Xiphoid", "Cartilage")] == [1, 1, 1]
+    assert steps["Cartilage"]["removed_ml"] == pytest.approx(2.4)
+    assert qa_flags(cleaned) == []  # before: cut flags on body, xiphoid and cartilage
+    # QA on the uncleaned labels (a hand-made segmentation gets no post-processing) raises no cut either.
+    assert "cut" not in codes(qa_flags(noisy))
+
+
+def test_a_structure_cut_apart_by_the_boundary_is_kept_and_flagged():
+    cut = generate_phantom(PhantomParameters(spacing=COARSE, truncate_superior_mm=50.0))
+    array = cut.labels.array.copy()
+    top = np.flatnonzero(np.any(array == MANUBRIUM, axis=(1, 2))).max()
+    assert top == array.shape[0] - 1  # axial grid: the manubrium reaches the top face
+    # A 2 mm gap 6 mm below the face splits the manubrium into a slab on the face and the rest.
+    layer = array[top - 3]
+    layer[layer == MANUBRIUM] = 0
+    split = Volume(array, cut.labels.geometry)
+    cleaned, record = postprocess(split)
+    np.testing.assert_array_equal(cleaned.array, split.array)
+    manubrium = next(step for step in record["steps"] if step["class"] == "Manubrium")
+    assert (manubrium["pieces"], manubrium["pieces_removed"]) == (2, 0)
+    assert ("cut", "Manubrium") in [(f.code, f.segment) for f in qa_flags(cleaned)]
 
 
 def test_postprocess_steps_can_be_switched_off(phantom):

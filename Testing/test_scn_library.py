@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from SternumLandmarksLib.landmark_prediction import (
     LandmarkModel,
@@ -334,7 +335,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_cases):
     with pytest.raises(SimulatedCrashError):
         train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "resumed", config, False, after_epoch=stop)
     assert len(read_log(tmp_path / "resumed" / LOG_FILE)) == 1
-    train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "resumed", config, show_progress=False)
+    # With progress shown, a training iteration is first timed to print the expected time: that probe
+    # must leave the weights and random streams as they were.
+    train_landmark_model(tiny_cases[:2], tiny_cases[2:], tmp_path / "resumed", config, show_progress=True)
     assert [row["epoch"] for row in read_log(tmp_path / "resumed" / LOG_FILE)] == ["1", "2"]
     straight = torch.load(tmp_path / "straight" / RESUME_FILE, weights_only=True)["network"]
     resumed = torch.load(tmp_path / "resumed" / RESUME_FILE, weights_only=True)["network"]
@@ -359,3 +362,88 @@ def test_missing_model_folder_names_the_fix(tmp_path):
     with pytest.raises(ModelFolderError, match="train-landmarks"):
         LandmarkModel(tmp_path)
     shutil.rmtree(tmp_path)
+
+
+def test_calibration_places_what_validation_says_is_usually_right_and_refuses_a_hopeless_model():
+    from SternumLandmarksLib.landmark_calibration import calibrate_thresholds
+
+    confidence = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1, 0.05, 0.01])
+    errors = np.array([1.0, 1.5, 2.0, 15.0, 2.0, 20.0, 30.0, np.nan])  # NaN: no ground truth, ignored
+    calibration = calibrate_thresholds(confidence, errors, ["a"])
+    # From 0.05 on, 4 of 7 points are within 10 mm (>= half); from 0.7 on none is beyond 10 mm (<= 5 %).
+    assert (calibration.placed_above, calibration.confident_above) == (0.05, 0.7)
+    assert calibration.validation_points == 7 and calibration.to_dict()["chosen_by"].startswith("placed_above")
+    hopeless = calibrate_thresholds(np.array([0.02, 0.01]), np.array([90.0, 95.0]), ["a"])
+    assert (hopeless.placed_above, hopeless.confident_above) == (1.0, 1.0)
+    assert hopeless.validation_mean_ipe_mm == pytest.approx(92.5)
+
+
+def test_the_bundled_model_keeps_its_config_thresholds():
+    from SternumLandmarksLib.landmark_calibration import CALIBRATION_FILE
+    from SternumLandmarksLib.landmark_commands import threshold_source
+    from SternumLandmarksLib.landmark_prediction import BUNDLED_LANDMARK_MODEL
+
+    assert not (BUNDLED_LANDMARK_MODEL / CALIBRATION_FILE).exists()
+    model = LandmarkModel(BUNDLED_LANDMARK_MODEL)
+    assert model.calibration is None and (model.config.placed_above, model.config.confident_above) == (0.01, 0.2)
+    assert "from the model's config" in threshold_source(model)
+
+
+def test_training_calibrates_thresholds_and_place_landmarks_says_why_points_are_unplaced(tmp_path, tiny_cases, capsys):
+    from SternumLandmarksLib.landmark_calibration import CALIBRATION_FILE
+    from SternumSSMLib.case_files import write_volume
+    from SternumSSMLib.cli import main
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "grid_frame": "lps"}))
+    code = main(["train-landmarks", "--phantoms", "2", "--validation-phantoms", "1", "--preset", "cpu",
+                 "--config", str(config), "--output", str(tmp_path / "model"), "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "Expected time on cpu: about" in captured.err and "per epoch (2 iterations of" in captured.err
+    summary = json.loads(captured.out)
+    calibration = json.loads((tmp_path / "model" / CALIBRATION_FILE).read_text())
+    assert summary["calibration"] == calibration and calibration["validation_cases"] == ["phantom3000"]
+    assert "lowest confidence" in calibration["chosen_by"] and calibration["validation_points"] == 34
+    model = LandmarkModel(tmp_path / "model")
+    assert model.config.local_channels == 4 and model.config.grid_frame == "lps"  # cpu preset, then --config
+    assert (model.config.placed_above, model.config.confident_above) == (
+        calibration["placed_above"], calibration["confident_above"])
+
+    # Two epochs of a 4-channel network: an under-trained model; its calibrated threshold leaves it
+    # placing nothing, and the command says why, one line per point.
+    assert calibration["placed_above"] == 1.0
+    segmentation = write_volume(tiny_cases[0].labels, tmp_path / "case1.nrrd")
+    assert main(["place-landmarks", str(segmentation), "--model", str(tmp_path / "model"),
+                 "--output", str(tmp_path / "out")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("case1.nrrd: 0 of 34 landmarks placed; thresholds calibrated on 1 validation case")
+    assert lines[1].startswith("  not placed (34): No landmark placed: all 34 of the model's peaks")
+    assert "below its calibrated placement threshold 1. The model may be under-trained (validation mean IPE" in lines[1]
+    assert lines[2].startswith("    L01  confidence ") and len(lines) == 2 + 34
+    record = json.loads((tmp_path / "out" / "case1.json").read_text())
+    assert record["unplaced_reason"] == lines[1].split(": ", 1)[1]
+
+
+def test_a_truncated_model_and_a_2d_segmentation_give_one_line_errors(tmp_path, capsys):
+    from SternumLandmarksLib.landmark_prediction import BUNDLED_LANDMARK_MODEL
+    from SternumSSMLib.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_LANDMARK_MODEL, model)
+    weights = (model / WEIGHTS_FILE).read_bytes()
+    (model / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 4, 5), np.uint8)), str(tmp_path / "volume.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((4, 5), np.uint8)), str(tmp_path / "slice.nrrd"))
+    assert main(["place-landmarks", str(tmp_path / "volume.nrrd"), "--model", str(model),
+                 "--output", str(tmp_path / "out")]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[1:] == [  # after "Loading landmark model ...", one line and no traceback
+        f"sternum-ssm place-landmarks: error: Landmark model file {model / WEIGHTS_FILE} is damaged or incomplete "
+        "(PytorchStreamReader failed reading zip archive: failed finding central directory); copy the model folder "
+        "again, or retrain it with `sternum-ssm train-landmarks` (an interrupted run resumes)."
+    ]
+    assert main(["place-landmarks", str(tmp_path / "slice.nrrd"), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "slice.nrrd is a 2D image with 1 component(s); a segmentation must be a 3D" in error[0]
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""The worker process: model loaded once, progress messages, labels and uncertainty on disk, cancel kills the group."""
+"""The segmentation worker: one model load, progress, labels and uncertainty on disk, cancel kills the tree."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import SimpleITK as sitk
+from cropped_phantom import cropped_case
 from scipy import ndimage
 from SternumSSMLib.geometry import Volume
+from SternumSSMLib.metrics import dice_per_class
 from SternumSSMLib.phantom import random_parameters
 from SternumSSMLib.segmentation_inference import BUNDLED_MODEL
 from SternumSSMLib.segmentation_worker import SegmentationWorker
-from test_segmentation_inference import cropped_case
 
 MODEL = Path(os.environ.get("STERNUM_SSM_TEST_MODEL", BUNDLED_MODEL))
 
@@ -25,7 +27,7 @@ def wait_for(worker: SegmentationWorker, event: str, timeout: float = 240.0) -> 
     while time.monotonic() < deadline:
         for message in worker.poll():
             seen.append(message)
-            if message["event"] in (event, "error", "exit"):
+            if message["event"] in (event, "error"):
                 return message, seen
         time.sleep(0.05)
     raise TimeoutError(f"No {event!r} message within {timeout} s; saw {[m['event'] for m in seen]}")
@@ -39,6 +41,7 @@ def ct_file(tmp_path_factory):
     return path, truth
 
 
+@pytest.mark.slow
 def test_worker_serves_two_cases_with_one_model_load(ct_file, tmp_path):
     path, truth = ct_file
     worker = SegmentationWorker(MODEL)
@@ -48,10 +51,12 @@ def test_worker_serves_two_cases_with_one_model_load(ct_file, tmp_path):
         assert done["event"] == "done" and done["id"] == first, done
         assert done["uncertainty"] is None  # computed only when asked for
         progress = [m for m in seen if m["event"] == "progress"]
-        assert progress and progress[-1]["done"] == progress[-1]["total"]
+        assert progress and progress[-1]["fraction"] == 1.0 and "patches" in progress[-1]["text"]
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a.nrrd")))
-        overlap = np.mean((labels > 0) == (truth.array > 0))
-        assert overlap > 0.97
+        # Per class: foreground is under 2 % of this crop, so an all-background answer would agree on 98 %.
+        # Measured 0.91 / 0.93 / cartilage 0.47 (the model does worse on tight crops), total 0.74.
+        dice = dice_per_class(labels, truth.array)
+        assert min(dice["Manubrium"], dice["Sternal_body"]) > 0.85 and dice["Total"] > 0.65, dice
         worker.submit(path, tmp_path / "b.nrrd")
         done, seen = wait_for(worker, "done")
         assert done["event"] == "done"
@@ -61,6 +66,7 @@ def test_worker_serves_two_cases_with_one_model_load(ct_file, tmp_path):
         worker.close()
 
 
+@pytest.mark.slow
 def test_uncertainty_comes_back_on_the_ct_grid_and_peaks_on_label_boundaries(tmp_path):
     image, _ = cropped_case(random_parameters(5103, hard_cases=False, spacing=(3.0, 3.0, 3.0)))
     path = tmp_path / "ct.nrrd"
@@ -84,17 +90,17 @@ def test_uncertainty_comes_back_on_the_ct_grid_and_peaks_on_label_boundaries(tmp
     assert on_boundary > 1.5 * inside, (on_boundary, inside)
 
 
-def test_cancel_kills_the_process_group_and_a_new_request_restarts(ct_file, tmp_path):
+@pytest.mark.slow
+def test_cancel_kills_the_process_tree_and_a_new_request_restarts(ct_file, tmp_path):
     path, _ = ct_file
     worker = SegmentationWorker(MODEL)
     try:
-        worker.submit(path, tmp_path / "c.nrrd")
+        request_id = worker.submit(path, tmp_path / "c.nrrd")
         wait_for(worker, "progress")
-        group = worker.process.pid
+        process = psutil.Process(worker.process.pid)
         worker.cancel()
-        assert not worker.running
-        with pytest.raises(ProcessLookupError):
-            os.killpg(group, 0)
+        assert not worker.running and not process.is_running()
+        assert worker.poll() == [{"event": "cancelled", "id": request_id}]
         assert not (tmp_path / "c.nrrd").exists()
         worker.submit(path, tmp_path / "d.nrrd")
         done, _ = wait_for(worker, "done")
@@ -113,6 +119,6 @@ def test_errors_come_back_as_messages(tmp_path):
         worker.close()
     broken = SegmentationWorker(tmp_path / "no-model")
     broken.submit(tmp_path / "x.nrrd", tmp_path / "y.nrrd")
-    message, _ = wait_for(broken, "exit", timeout=120)
-    assert message["event"] == "exit" and message["returncode"] != 0
-    assert any("does not exist" in line for line in message["stderr"])
+    message, _ = wait_for(broken, "done", timeout=120)
+    assert message["event"] == "error" and message["id"] is None and message["returncode"] != 0
+    assert "does not exist" in message["message"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import locale
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+from dicom_series_writer import PATIENT_TAGS, write_dicom_series
 from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.case_files import write_volume
 from SternumSSMLib.cli import main
@@ -16,51 +16,7 @@ from SternumSSMLib.dataset import MANIFEST, dataset_problems, read_manifest
 from SternumSSMLib.dataset_summary import dataset_summary
 from SternumSSMLib.geometry import ImageGeometry, Volume
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom
-from SternumSSMLib.study_import import crop_to_box, import_study, label_box_lps, on_image_grid
-
-PATIENT_TAGS = {"0010|0010": "DOE^JANE", "0010|0020": "PID12345", "0008|0020": "19570312", "0010|0030": "19570312"}
-
-
-def write_dicom_series(image: Volume, folder, series_uid: str = "1.2.826.0.1.3680043.2.1125.7") -> None:
-    """One CT slice per file, with patient tags that must never reach the dataset.
-
-    Pixels are stored as HU + 1024 with the rescale tags saying so, as scanners often do.
-    """
-    saved_locale = locale.setlocale(locale.LC_ALL)
-    try:
-        _write_dicom_slices(image, folder, series_uid)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved_locale)  # GDCM's writer leaves the C locale (ASCII file reads) behind
-
-
-def _write_dicom_slices(image: Volume, folder, series_uid: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    volume = image.to_sitk()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = volume.GetDirection()
-    spacing = volume.GetSpacing()
-    for index in range(volume.GetDepth()):
-        slice_image = volume[:, :, index]
-        tags = {
-            **PATIENT_TAGS,
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.6",
-            "0020|000e": series_uid,
-            "0008|0018": f"{series_uid}.{index + 1}",
-            "0020|0013": str(index + 1),
-            "0020|0037": "\\".join(str(v) for v in (*direction[0:7:3], *direction[1:8:3])),
-            "0020|0032": "\\".join(str(v) for v in volume.TransformIndexToPhysicalPoint((0, 0, index))),
-            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
-            "0018|0050": str(spacing[2]),
-            "0028|1052": "-1024",
-            "0028|1053": "1",
-            "0028|1054": "HU",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series_uid}-{index + 1:03d}.dcm"))
-        writer.Execute(slice_image)
+from SternumSSMLib.study_import import import_study, label_box_lps
 
 
 def write_inconsistent_segmentation(labels: Volume, path) -> None:
@@ -180,15 +136,6 @@ def test_common_crop_keeps_every_label_and_its_position(study, tmp_path):
     assert "cropped to LPS box" in report.text()
 
 
-def test_label_grid_that_is_not_a_sub_grid_is_refused():
-    geometry = ImageGeometry([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], np.eye(3), (4, 4, 4))
-    half_shift = ImageGeometry([0.5, 0.0, 0.0], [1.0, 1.0, 1.0], np.eye(3), (4, 4, 4))
-    with pytest.raises(ValueError, match="voxel grid differs"):
-        on_image_grid(Volume(np.zeros((4, 4, 4), np.uint8), half_shift), geometry)
-    inside = crop_to_box(Volume(np.arange(64).reshape(4, 4, 4), geometry), np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]))
-    assert inside.geometry.size == (2, 2, 2) and inside.array[0, 0, 0] == 21
-
-
 def test_cli_import_numbers_cases_and_writes_the_report(study, tmp_path, capsys):
     root, _, _ = study
     report_file = tmp_path / "report.txt"
@@ -219,3 +166,16 @@ def test_landmarks_need_a_stated_coordinate_system(study, tmp_path):
     with pytest.raises(ValueError, match="State the landmark files' coordinate system"):
         import_study(root / "images", root / "labels", tmp_path / "ds", landmarks=root / "landmarks")
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_folder_without_any_ct_fails_and_says_what_it_looked_for(study, tmp_path, capsys):
+    root, _, _ = study
+    (tmp_path / "not_cts").mkdir()
+    (tmp_path / "not_cts" / "notes.txt").write_text("no CT here")
+    code = main(["import", "--images", str(tmp_path / "not_cts"), "--labels", str(root / "labels"),
+                 "--dataset", str(tmp_path / "ds")])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"No CT found in {tmp_path / 'not_cts'}" in error and "DICOM series folders" in error and ".nii.gz" in error
+    assert not (tmp_path / "ds").exists()
+

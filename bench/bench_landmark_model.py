@@ -3,7 +3,9 @@
 1. Training time per epoch with the demo config: its 2 mm grid in the sternum's frame
    (128x32x48) vs the earlier 3 mm LPS-aligned grid (80x48x32), same network, same phantoms,
    a few iterations each after a one-iteration warm-up run;
-2. inference per case with the bundled model: kept loaded vs a cold start (load + predict).
+2. inference per case with the bundled model: kept loaded vs a cold start (load + predict);
+3. inference per case, kept loaded: two stages (network, then the refinement along the rim) vs the
+   network alone (``predict(..., refine=False)``). The issue's budget is 2 s per case for two stages.
 
 Not a test: timings depend on the machine. Run ``make bench`` or
 ``.venv/bin/python bench/bench_landmark_model.py [--iterations 12] [--threads 2]``.
@@ -36,20 +38,21 @@ def seconds_per_iteration(config, cases, iterations: int, threads: int) -> float
         return float(read_log(Path(folder, "timed", "training_log.csv"))[-1]["seconds"]) / iterations
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def mean_seconds(predict, phantoms) -> float:
+    started = time.perf_counter()
+    for case in phantoms:
+        predict(case)
+    return (time.perf_counter() - started) / len(phantoms)
 
+
+def training_report(iterations: int, threads: int) -> None:
     demo = load_config(CPU_DEMO_CONFIG)
     lps_3mm = replace(demo, spacing_mm=3.0, grid_shape_kji=(80, 48, 32), grid_frame="lps")
     cases = phantom_cases(TRAINING_SEEDS)
-    per_iteration = {name: seconds_per_iteration(config, cases, args.iterations, args.threads)
+    per_iteration = {name: seconds_per_iteration(config, cases, iterations, threads)
                      for name, config in (("demo", demo), ("lps_3mm", lps_3mm))}
     epoch = {name: seconds * demo.iterations_per_epoch for name, seconds in per_iteration.items()}
-    print(f"Training, {args.iterations} iterations per grid, {args.threads} threads, "
+    print(f"Training, {iterations} iterations per grid, {threads} threads, "
           f"epoch = {demo.iterations_per_epoch} iterations:")
     print(f"  demo grid {'x'.join(map(str, demo.grid_shape_kji))} at {demo.spacing_mm:g} mm ({demo.grid_frame} frame): "
           f"{per_iteration['demo']:.2f} s/iteration, {epoch['demo']:.0f} s/epoch")
@@ -57,6 +60,8 @@ def main() -> None:
           f"{per_iteration['lps_3mm']:.2f} s/iteration, {epoch['lps_3mm']:.0f} s/epoch")
     print(f"  ratio demo / 3 mm LPS: {per_iteration['demo'] / per_iteration['lps_3mm']:.2f}")
 
+
+def inference_report() -> None:
     phantoms = phantom_cases(INFERENCE_SEEDS)
     warm_model = LandmarkModel(BUNDLED_LANDMARK_MODEL, device="cpu")
     warm_model.predict(phantoms[0].labels)  # the first call pays for one-off allocations
@@ -72,6 +77,20 @@ def main() -> None:
     print(f"Inference with the bundled model, {len(phantoms)} phantoms at 2 mm:")
     print(f"  kept loaded {warm_mean:.2f} s/case, cold start {cold_mean:.2f} s/case, "
           f"ratio cold / loaded {cold_mean / warm_mean:.2f}")
+    one_stage = mean_seconds(lambda case: warm_model.predict(case.labels, refine=False), phantoms)
+    two_stage = mean_seconds(lambda case: warm_model.predict(case.labels), phantoms)
+    print(f"  kept loaded, network alone {one_stage:.2f} s/case, network + rim refinement {two_stage:.2f} s/case, "
+          f"ratio two / one stage {two_stage / one_stage:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    training_report(args.iterations, args.threads)
+    inference_report()
 
 
 if __name__ == "__main__":

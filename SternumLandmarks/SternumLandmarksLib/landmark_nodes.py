@@ -12,19 +12,39 @@ points the user moved before it replaces them.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
 from SternumSSMLib.anatomy import LandmarkProtocol, default_protocol
-from SternumSSMLib.export import PREDICTION_MARKUPS_ID
+from SternumSSMLib.markups import create_landmarks_node, landmark_points, set_landmark_positions
+from SternumSSMLib.scene_contract import CONFIDENCE_ATTRIBUTE, LANDMARK_RECORD_ATTRIBUTE, PREDICTION_MARKUPS_ID
 
-from .landmark_prediction import LandmarkPrediction
-from .markups import create_landmarks_node, landmark_points, set_landmark_positions
+if TYPE_CHECKING:
+    from .landmark_prediction import LandmarkPrediction
 
-CONFIDENCE_ATTRIBUTE = "SternumLandmarks.Confidence"  # JSON {landmark id: confidence}
-RECORD_ATTRIBUTE = "SternumLandmarks.PredictionRecord"
 LOW_CONFIDENCE_COLOR = (1.0, 0.5, 0.0)
 CONFIDENT_COLOR = (0.2, 0.9, 0.3)
+# Points behind the bone surface in a 3D view are drawn at this opacity instead of hidden.
+OCCLUDED_OPACITY = 0.3
+
+
+def show_in_views(node: slicer.vtkMRMLMarkupsFiducialNode) -> None:
+    """Show the landmarks in the slice and 3D views with their labels ("L01"), whatever the user's
+    markups defaults say. Half the outline lies behind the bone seen from any side, so points hidden
+    by the sternum's 3D surface stay visible, faded. The node's name is not drawn: at the first
+    point it would cover L01's label."""
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility2D(True)
+    display.SetVisibility3D(True)
+    display.SetPointLabelsVisibility(True)
+    display.SetPropertiesLabelVisibility(False)
+    display.SetOccludedVisibility(True)
+    display.SetOccludedOpacity(OCCLUDED_OPACITY)
 
 
 def show_landmark_prediction(
@@ -59,13 +79,13 @@ def show_landmark_prediction(
             index, f"{landmark.name}: {landmark.description} (confidence {confidence:.2f}){state}"
         )
     node.EndModify(was_modifying)
+    show_in_views(node)
     display = node.GetDisplayNode()
-    if display is not None:
-        display.SetSelectedColor(*CONFIDENT_COLOR)
-        display.SetColor(*LOW_CONFIDENCE_COLOR)
+    display.SetSelectedColor(*CONFIDENT_COLOR)
+    display.SetColor(*LOW_CONFIDENCE_COLOR)
     confidence = {name: float(value) for name, value in zip(protocol.ids, prediction.confidence, strict=True)}
     node.SetAttribute(CONFIDENCE_ATTRIBUTE, json.dumps(confidence))
-    node.SetAttribute(RECORD_ATTRIBUTE, json.dumps(prediction.record))
+    node.SetAttribute(LANDMARK_RECORD_ATTRIBUTE, json.dumps(prediction.record))
     _keep_unedited_copy(scene, node, prediction, protocol)
     return node
 

@@ -13,17 +13,17 @@ from collections.abc import Callable
 import numpy as np
 import slicer
 from SternumSSMLib.geometry import PointSet
+from SternumSSMLib.markups import landmark_points, set_landmark_positions
 from SternumSSMLib.mrml import module_logic
+from SternumSSMLib.scene_contract import PSEUDO_ATTRIBUTE
 from vtkmodules.util.misc import calldata_type
 from vtkmodules.util.vtkConstants import VTK_INT
 from vtkmodules.vtkCommonDataModel import vtkVector3d
 
 from .landmark_qa import UNION, LandmarkQAContext, LandmarkQAReport, snap_to_surface
-from .markups import landmark_points, set_landmark_positions
 
 # Snap each landmark to the surface of its own protocol structure (manubrium or body).
 OWN_STRUCTURE = "structure"
-PSEUDO_ATTRIBUTE = "SternumLandmarks.PseudoLandmarks"
 _MARKUPS = slicer.vtkMRMLMarkupsNode
 # Events after which the QA is recomputed; PointEndInteractionEvent (drop) may snap as well.
 UPDATE_EVENTS = (

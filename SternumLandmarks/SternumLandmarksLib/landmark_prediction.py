@@ -12,22 +12,35 @@ Confidence, in [0, 1], is the product of two heatmap properties:
   repetitive sternal body.
 Points below ``placed_above`` stay unplaced (NaN); points below ``confident_above`` are
 placed but reported as low confidence. Nothing is dropped silently.
+
+A second, geometric stage (:mod:`landmark_refinement`, on by default) then moves every peak
+along the mask's rim onto its protocol feature at sub-voxel precision. Confidence and placement
+stay the network's; duplicates are checked again on the refined points.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.geometry import CoordinateSystem, PointSet, Volume
+from SternumSSMLib.sternum_check import require_sternum
 
-from .landmark_preprocessing import NetworkGrid, prepare_case
+from .landmark_calibration import read_calibration
+from .landmark_preprocessing import NetworkGrid, prepare_case, sternum_mask
+from .landmark_refinement import RefinementSettings, Rim, refine_landmarks
 from .scn_config import SCNConfig
-from .scn_model import HeatmapRenderer, load_model_folder
+
+if TYPE_CHECKING:
+    from .scn_model import HeatmapRenderer
+
+# torch is imported where the network runs, not here: the module's panel builds LandmarkPrediction
+# from the worker process's answer in a Slicer that may not have torch yet.
 
 BUNDLED_LANDMARK_MODEL = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "SternumLandmarksDemo"
 
@@ -98,6 +111,8 @@ class LandmarkPrediction:
     record: dict = field(default_factory=dict)
     # Every heatmap's refined peak in LPS, unplaced ones included (for evaluation, not for the user).
     peak_positions_lps: np.ndarray | None = None
+    # The same peaks as the network alone placed them, before the rim refinement (None without it).
+    first_stage_lps: np.ndarray | None = None
 
     def points(self, coordinate_system: CoordinateSystem = "LPS") -> PointSet:
         """The landmarks in ``coordinate_system``; unplaced ones are NaN rows."""
@@ -130,10 +145,20 @@ class LandmarkModel:
     """A trained landmark model folder, loaded once and reused for many cases."""
 
     def __init__(self, folder: Path | str = BUNDLED_LANDMARK_MODEL, device: str = "auto") -> None:
-        from SternumSSMLib.segmentation_inference import resolve_device
+        from SternumSSMLib.devices import resolve_device
+
+        from .scn_model import load_model_folder
 
         self.folder = Path(folder)
         self.network, self.renderer, self.config, self.landmark_ids, self.record = load_model_folder(self.folder)
+        # Thresholds calibrated on the model's validation cases replace its config's (landmark_calibration).
+        self.calibration = read_calibration(self.folder)
+        if self.calibration is not None:
+            self.config = replace(
+                self.config,
+                placed_above=float(self.calibration["placed_above"]),
+                confident_above=float(self.calibration["confident_above"]),
+            )
         self.device = resolve_device(device)
         self.network.to(self.device)
 
@@ -144,6 +169,8 @@ class LandmarkModel:
 
     def heatmaps(self, channels: np.ndarray) -> np.ndarray:
         """The network's (N, K, J, I) heatmaps for one case's [C, K, J, I] input channels on the network grid."""
+        import torch
+
         with torch.no_grad():
             tensor = torch.from_numpy(np.ascontiguousarray(channels, np.float32))[None].to(self.device)
             return self.network(tensor)[0].cpu().numpy()
@@ -154,14 +181,23 @@ class LandmarkModel:
         ct: Volume | None = None,
         progress: ProgressCallback | None = None,
         cancel: Callable[[], bool] | None = None,
+        refine: bool = True,
     ) -> LandmarkPrediction:
         """Landmarks (LPS) for the manubrium and sternal body in ``labels`` (any orientation).
 
-        ``ct`` is the scan the labels were made on; models with ``reads_ct`` need it, others ignore it.
+        With ``refine`` every peak is moved along the mask's rim onto its protocol feature
+        (:func:`refine_along_rim`); without it the points are the network's alone.
+
+        ``ct`` is the scan the labels were made on; models with ``reads_ct`` need it, others use it only
+        to check that the labels show a sternum (:func:`require_sternum`; refused with one message if not).
         """
         started = time.perf_counter()
         report = progress or (lambda fraction, text: None)
         report(0.0, "Resampling the mask")
+        # Bone that is not a sternum (a skull, a spine) is refused as such before any grid or size check;
+        # an empty mask gets prepare_case's own message.
+        if sternum_mask(labels).any():
+            require_sternum(labels, ct, "No landmarks placed: they belong on a sternum; check the segmentation and CT.")
         case = prepare_case("input", labels, None, self.config, ct)
         if cancel is not None and cancel():
             raise LandmarkPredictionCancelled("Landmark placement cancelled.")
@@ -171,6 +207,9 @@ class LandmarkModel:
             raise LandmarkPredictionCancelled("Landmark placement cancelled.")
         report(0.8, "Reading the heatmaps")
         prediction = self.decode(heatmaps, case.grid)
+        if refine:
+            report(0.9, "Refining the landmarks along the rim")
+            prediction = refine_along_rim(prediction, labels, self.config.duplicate_distance_mm)
         prediction.record["seconds"] = time.perf_counter() - started
         report(1.0, "Done")
         return prediction
@@ -210,4 +249,31 @@ def decode_heatmaps(
         duplicates=duplicates,
         record=record,
         peak_positions_lps=peak_positions,
+    )
+
+
+def refine_along_rim(
+    prediction: LandmarkPrediction, labels: Volume, duplicate_distance_mm: float
+) -> LandmarkPrediction:
+    """``prediction`` with every peak moved along the rim of ``labels``' manubrium and body onto its
+    protocol feature (:func:`refine_landmarks`). Confidence and placement stay the network's.
+
+    A model whose landmarks are not the bundled protocol's is returned unchanged (its features are unknown).
+    """
+    protocol = default_protocol()
+    names = prediction.landmarks_lps.names
+    if names != protocol.ids:
+        return prediction
+    rim = Rim.from_labels(labels)
+    settings = RefinementSettings(gap_mm=duplicate_distance_mm)
+    peaks = refine_landmarks(prediction.peak_positions_lps, rim, protocol, settings)
+    positions = peaks.copy()
+    positions[~prediction.placed] = np.nan
+    return replace(
+        prediction,
+        landmarks_lps=PointSet(names=names, positions=positions, coordinate_system="LPS"),
+        duplicates=tuple(find_duplicates(positions, names, duplicate_distance_mm)),
+        record=prediction.record | {"refinement": "rim"},
+        peak_positions_lps=peaks,
+        first_stage_lps=prediction.peak_positions_lps,
     )

@@ -1,7 +1,6 @@
 """What the SternumLandmarks module does with the scene, without Qt: the module's widget only calls this.
 
 - which segmentation and CT to start from, and the label map the model and the QA read;
-- landmark prediction on a worker thread that the GUI drains from a timer (:class:`BackgroundPrediction`);
 - the landmarks node of a segmentation, found again on a re-run, and its pseudo-landmarks node;
 - the rows of the confidence and QA table;
 - landmarks-only exports (CSV with its coordinate system declared, and ``.mrk.json``).
@@ -13,34 +12,38 @@ the landmarks node references the segmentation it was predicted from and its pse
 from __future__ import annotations
 
 import json
-import queue
 import re
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
 from SternumSSMLib.anatomy import LandmarkProtocol
-from SternumSSMLib.case_files import check_case_id
+from SternumSSMLib.dataset import check_case_id
 from SternumSSMLib.geometry import CoordinateSystem, PointSet, Volume
 from SternumSSMLib.landmark_files import write_landmarks_csv
-from SternumSSMLib.prediction_nodes import RECORD_ATTRIBUTE as SEGMENTATION_RECORD_ATTRIBUTE
+from SternumSSMLib.markups import MARKUPS_SUFFIX, landmark_points, write_markups
+from SternumSSMLib.scene_contract import (
+    LANDMARK_RECORD_ATTRIBUTE,
+    PSEUDO_REFERENCE,
+    SEGMENTATION_RECORD_ATTRIBUTE,
+    SOURCE_SEGMENTATION_REFERENCE,
+    SOURCE_VOLUME_REFERENCE,
+)
 from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
 from SternumSSMLib.volume_nodes import volume_from_node
 
-from .landmark_nodes import RECORD_ATTRIBUTE, landmark_confidence, moved_landmarks, show_landmark_prediction
+from .landmark_nodes import landmark_confidence, moved_landmarks, show_landmark_prediction
 from .landmark_observer import create_pseudo_landmarks_node
-from .landmark_prediction import LandmarkModel, LandmarkPrediction, LandmarkPredictionCancelled
 from .landmark_qa import LandmarkQAContext, LandmarkQAReport
-from .markups import MARKUPS_SUFFIX, landmark_points, write_markups
 from .pseudo_landmarks import pseudo_landmarks
 from .scn_config import SCNConfig
 
-SOURCE_VOLUME_REFERENCE = "SternumSSM.SourceVolume"  # set by SternumSSMLib.prediction_nodes.show_prediction
-SOURCE_SEGMENTATION_REFERENCE = "SternumLandmarks.SourceSegmentation"  # landmarks node -> segmentation
-PSEUDO_REFERENCE = "SternumLandmarks.PseudoLandmarks"  # landmarks node -> its pseudo-landmarks node
+if TYPE_CHECKING:
+    from .landmark_prediction import LandmarkPrediction
+
 CONFIDENT_ABOVE = "confident_above"  # key in the landmarks node's prediction record
 # The snap choices the module offers, as the QA library names the surfaces.
 SNAP_SEGMENTS = {"Both": "union", "Manubrium": "manubrium", "Sternal body": "body"}
@@ -98,67 +101,6 @@ def landmark_labels(
 ) -> Volume:
     """The segmentation as standard label values on the grid of :func:`reference_volume`."""
     return landmark_inputs(segmentation_node, chosen_volume)[0]
-
-
-# --------------------------------------------------------------------------- prediction on a thread
-
-
-class BackgroundPrediction:
-    """Runs ``load_model().predict(labels, ct)`` on a worker thread; nothing there touches MRML or Qt.
-
-    ``load_model`` returns a :class:`LandmarkModel` (or anything with its ``predict``); it runs on
-    the thread too, so the first run's model loading does not freeze the GUI.
-
-    The GUI calls :meth:`poll` from a timer and gets dicts with an ``"event"``: ``"progress"``
-    (``fraction`` in [0, 1], ``text``), then exactly one of ``"done"`` (``prediction``),
-    ``"cancelled"`` or ``"error"`` (``message``). :meth:`cancel` takes effect at the model's
-    next check between stages.
-    """
-
-    def __init__(self, load_model: Callable[[], LandmarkModel], labels: Volume, ct: Volume | None = None) -> None:
-        self.labels = labels
-        self.ct = ct
-        self._load_model = load_model
-        self._messages: queue.Queue[dict] = queue.Queue()
-        self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="SternumLandmarks prediction", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._progress(0.0, "Loading the landmark model")
-            model = self._load_model()
-            if self._cancel.is_set():
-                raise LandmarkPredictionCancelled("Landmark placement cancelled.")
-            prediction = model.predict(self.labels, self.ct, progress=self._progress, cancel=self._cancel.is_set)
-            self._messages.put({"event": "done", "prediction": prediction})
-        except LandmarkPredictionCancelled:
-            self._messages.put({"event": "cancelled"})
-        except Exception as error:  # any failure goes to the GUI, which shows it
-            self._messages.put({"event": "error", "message": f"{type(error).__name__}: {error}"})
-
-    def _progress(self, fraction: float, text: str) -> None:
-        self._messages.put({"event": "progress", "fraction": float(fraction), "text": text})
-
-    def poll(self) -> list[dict]:
-        """Every message since the last call, oldest first."""
-        messages = []
-        while True:
-            try:
-                messages.append(self._messages.get_nowait())
-            except queue.Empty:
-                return messages
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, timeout_s: float | None = None) -> None:
-        """Block until the thread ends (tests and the self-test; the GUI polls instead)."""
-        self._thread.join(timeout_s)
 
 
 # --------------------------------------------------------------------------- landmarks nodes
@@ -311,7 +253,7 @@ def landmark_table(
     node: slicer.vtkMRMLMarkupsFiducialNode, report: LandmarkQAReport | None = None
 ) -> list[LandmarkRow]:
     """The rows for a landmarks node: confidence and threshold as the prediction recorded them on it."""
-    record = json.loads(node.GetAttribute(RECORD_ATTRIBUTE) or "{}")
+    record = json.loads(node.GetAttribute(LANDMARK_RECORD_ATTRIBUTE) or "{}")
     confident_above = float(record.get(CONFIDENT_ABOVE, SCNConfig().confident_above))
     return landmark_rows(
         landmark_points(node, "LPS"), landmark_confidence(node), confident_above, report, set(moved_landmarks(node))

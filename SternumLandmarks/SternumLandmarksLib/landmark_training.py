@@ -6,7 +6,10 @@ coordinate-space augmentation (see ``landmark_preprocessing``). After each valid
 network with the best validation mean inter-point error (IPE) is written as the model
 folder (``config.json`` + ``model.pth``), as the study kept its best checkpoint.
 ``training_log.csv`` gets one row per epoch and ``training_curves.png`` plots it.
-``checkpoint_last.pth`` holds everything needed to resume after an interruption.
+``checkpoint_last.pth`` holds everything needed to resume after an interruption. At the end, the
+kept model's confidence thresholds are calibrated on the validation cases (``calibration.json``,
+see ``landmark_calibration``). Before the first epoch the expected time per epoch is measured
+and printed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +29,8 @@ from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.atomic import atomic_output_path, write_text_atomic
 from SternumSSMLib.geometry import PointSet, Volume
 
-from .landmark_prediction import refine_peaks
+from .landmark_calibration import Calibration, calibrate_thresholds, write_calibration
+from .landmark_prediction import LandmarkModel, refine_peaks
 from .landmark_preprocessing import PreparedCase, prepare_case, random_augmentation
 from .scn_config import SCNConfig
 from .scn_model import (
@@ -163,7 +168,7 @@ def train_landmark_model(
     ``after_epoch`` gets each epoch's log row once its resume state is on disk. ``device``: auto
     (CUDA when present, else CPU), cpu, cuda or mps; the same code runs on each.
     """
-    from SternumSSMLib.segmentation_inference import resolve_device
+    from SternumSSMLib.devices import resolve_device
 
     output = Path(output)
     if threads:
@@ -198,6 +203,9 @@ def train_landmark_model(
 
     training_cases, validation_cases = _prepare(training, config), _prepare(validation, config)
     iterations = config.iterations_per_epoch or max(len(training_cases) // config.batch_size, 1)
+    if show_progress and state["epoch"] < config.epochs:
+        seconds = iteration_seconds(network, renderer, training_cases, config, target_device)
+        print(expected_time_text(seconds, iterations, config.epochs - state["epoch"], target_device), file=sys.stderr)
     progress = _progress_bar(config.epochs * iterations, state["epoch"] * iterations, show_progress)
     network.train()
     while state["epoch"] < config.epochs:
@@ -238,11 +246,66 @@ def train_landmark_model(
         if after_epoch is not None:
             after_epoch(row)
     progress.close()
-    if not validation_cases:
+    summary = {"model_folder": str(output), "config_file": str(output / CONFIG_FILE)}
+    if validation_cases:
+        calibration = calibrate_model_folder(output, validation_cases, device)
+        summary["calibration"] = calibration.to_dict()
+    else:
         save_model_folder(output, network, renderer, config, landmark_ids,
-                          {"best_epoch": config.epochs, "note": "no validation cases: the last epoch is kept"})
+                          {"best_epoch": config.epochs, "note": "no validation cases: the last epoch is kept, and "
+                           "the config's confidence thresholds are used uncalibrated"})
     plot_training_curves(output / LOG_FILE, output / PLOT_FILE)
-    return state | {"model_folder": str(output), "config_file": str(output / CONFIG_FILE)}
+    return state | summary
+
+
+def calibrate_model_folder(folder: Path, cases: list[PreparedCase], device: str = "auto") -> Calibration:
+    """Set the saved model's confidence thresholds from its validation cases (``calibration.json``)."""
+    model = LandmarkModel(folder, device=device)
+    confidence, errors = [], []
+    for case in cases:
+        prediction = model.decode(model.heatmaps(case.channels), case.grid)
+        truth = case.grid.index_to_lps(case.landmarks_kji)
+        confidence.append(prediction.confidence)
+        errors.append(np.linalg.norm(prediction.peak_positions_lps - truth, axis=1))
+    calibration = calibrate_thresholds(np.array(confidence), np.array(errors), [case.case_id for case in cases])
+    write_calibration(folder, calibration)
+    return calibration
+
+
+def iteration_seconds(network, renderer, cases: list[PreparedCase], config: SCNConfig, device) -> float:
+    """Seconds of one training iteration (batch, forward, backward; no weight update), timed on its second run
+    so that one-off start-up costs do not count. The training's random streams are left as they were."""
+    rng = np.random.default_rng(config.seed + 1)
+    seconds = 0.0
+    with torch.random.fork_rng(devices=None if device.type == "cuda" else []):  # None: every CUDA device
+        for _ in range(2):
+            started = time.perf_counter()
+            chosen = [cases[i] for i in rng.choice(len(cases), config.batch_size)]
+            images, points = (tensor.to(device) for tensor in _batch(chosen, rng, config))
+            loss, _ = scn_loss(network(images), renderer(points, config.grid_shape_kji), renderer, config)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - started
+    network.zero_grad(set_to_none=True)
+    renderer.zero_grad(set_to_none=True)
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def expected_time_text(iteration: float, iterations: int, epochs: int, device) -> str:
+    epoch = iteration * iterations
+    return (
+        f"Expected time on {device}: about {_duration(epoch)} per epoch ({iterations} iterations of {iteration:.2f} s, "
+        f"measured now), {_duration(epoch * epochs)} for the {epochs} epochs to go, plus validation. "
+        "If that is too long, stop and choose --preset cpu or a smaller --config."
+    )
 
 
 def _save_resume_state(path: Path, network, renderer, optimizer, state: dict, rng, config: SCNConfig) -> None:
@@ -329,7 +392,7 @@ def train_from_command_line(args) -> dict:
     """``sternum-ssm train-landmarks``: a dataset folder or generated phantoms, split, trained into --output."""
     from .scn_config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.preset)
     if args.dataset:
         cases = read_dataset_cases(args.dataset, with_ct=config.input_channels == 2)
         training, validation = split_cases(cases, args.validation_fraction, config.seed)

@@ -2,7 +2,8 @@
 
 ``data/scn_study.json`` restates the study's configuration (thesis §2.1.6 and §3.4);
 ``data/scn_cpu_demo.json`` is the small configuration the bundled demo model was trained with.
-A config file lists only the values it changes; every other value comes from the defaults.
+They are the named presets ``study`` and ``cpu``. A config file lists only the values it changes;
+every other value comes from the preset it is applied to (the study's by default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ DATA = Path(__file__).parent / "data"
 STUDY_CONFIG = DATA / "scn_study.json"
 CPU_DEMO_CONFIG = DATA / "scn_cpu_demo.json"
 GRID_FRAMES = ("lps", "sternum")
+PRESETS = {"study": STUDY_CONFIG, "cpu": CPU_DEMO_CONFIG}
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,9 @@ class SCNConfig:
     iterations_per_epoch: int = 0  # 0: one pass over the training cases
     validate_every: int = 1
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    # Prediction. Confidence depends on the grid and the learnt sigmas, so each model's thresholds
-    # are set after training from its validation cases (the bundled model's record says how);
-    # these defaults came from the first demo model.
+    # Prediction. Confidence depends on the grid and the learnt sigmas, so train-landmarks sets each
+    # model's thresholds from its validation cases (calibration.json, see landmark_calibration); these
+    # are used only by a model folder without that file. The defaults came from the first demo model.
     # Half the smallest distance between neighbouring landmarks on the phantoms (5.9 mm).
     duplicate_distance_mm: float = 3.0
     confident_above: float = 0.4
@@ -83,7 +85,8 @@ class SCNConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> SCNConfig:
+    def from_dict(cls, values: dict, base: SCNConfig | None = None) -> SCNConfig:
+        """``base`` (default: the study's values) with the keys in ``values`` changed."""
         # Keys starting with "_" are comments (a JSON file has no other way to cite its source).
         values = {key: value for key, value in values.items() if not key.startswith("_")}
         known = {item.name for item in fields(cls)}
@@ -92,7 +95,7 @@ class SCNConfig:
             raise ValueError(f"Unknown SCN config keys {unknown}; known keys are {sorted(known)}.")
         if "augmentation" in values:
             values["augmentation"] = AugmentationConfig(**_tuples(values["augmentation"]))
-        config = replace(cls(), **_tuples(values))
+        config = replace(base or cls(), **_tuples(values))
         config.check()
         return config
 
@@ -118,11 +121,14 @@ def _tuples(values: dict) -> dict:
     return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
-def load_config(path: Path | str | None = None) -> SCNConfig:
-    """The config in ``path`` (JSON, only the changed keys), or the study's defaults when None."""
+def load_config(path: Path | str | None = None, preset: str = "study") -> SCNConfig:
+    """The named preset (``PRESETS``) with the keys in ``path`` (JSON, only the changed keys) changed."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    base = SCNConfig.from_dict(json.loads(PRESETS[preset].read_text()))
     if path is None:
-        return SCNConfig()
+        return base
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SCN config {path} not found; pass a JSON file, or none for the study's values.")
-    return SCNConfig.from_dict(json.loads(path.read_text()))
+        raise FileNotFoundError(f"SCN config {path} not found; pass a JSON file, or none for the preset's values.")
+    return SCNConfig.from_dict(json.loads(path.read_text()), base=base)

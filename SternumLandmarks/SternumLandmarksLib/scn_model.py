@@ -1,11 +1,13 @@
 """The SpatialConfiguration-Net, its target heatmaps and loss, and the model folder on disk.
 
-The network is landmarker's ``OriginalSpatialConfigurationNet3d`` (local appearance times
-spatial configuration, as the study built it). The target heatmaps are rendered here rather
-than with landmarker's ``GaussianHeatmapGenerator``: that one evaluates a full covariance
-form at every voxel (1.2 s for 34 heatmaps on a 64x48x32 grid here), while an isotropic
-Gaussian is separable into three 1-D factors (0.01 s) and the study's sigma is one number
-per landmark anyway.
+The network is the SCN of Payer et al. (2019) as the study built it: local appearance times spatial
+configuration. It is written here rather than taken from a library so that installing it into Slicer
+changes nothing Slicer bundles (landmarker 0.4.1 demands scipy 1.15, pillow 12 and torchvision, against
+Slicer 5.10's scipy 1.13.1 and pillow 11.2.1). Its parameter names are those of landmarker's
+``OriginalSpatialConfigurationNet3d``, with which the bundled model was trained, so that model loads
+unchanged. The target heatmaps use an isotropic Gaussian, separable into three 1-D factors (0.01 s for
+34 heatmaps on a 64x48x32 grid, against 1.2 s for a full covariance form); the study's sigma is one
+number per landmark anyway.
 
 A model folder holds ``config.json`` (the SCNConfig, the landmark ids and a record) and
 ``model.pth`` (network weights and the learnt sigmas, loadable with ``weights_only=True``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import torch
@@ -31,18 +34,94 @@ class ModelFolderError(ValueError):
     """A landmark model folder is missing or incomplete."""
 
 
-def build_network(config: SCNConfig, landmark_count: int) -> nn.Module:
-    from landmarker.models import OriginalSpatialConfigurationNet3d
+def _convolution(in_channels: int, out_channels: int, kernel: int) -> nn.Conv3d:
+    return nn.Conv3d(in_channels, out_channels, kernel, padding="same")
 
-    network = OriginalSpatialConfigurationNet3d(
+
+def _convolution_relu(in_channels: int, out_channels: int, kernel: int = 3) -> list[nn.Module]:
+    return [_convolution(in_channels, out_channels, kernel), nn.LeakyReLU(negative_slope=0.1)]
+
+
+class _DownStage(nn.Module):
+    """Two convolutions with dropout between them; returns the pooled features and the skip."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(*_convolution_relu(channels, channels))
+        self.dropout = nn.Dropout3d(dropout)
+        self.conv2 = nn.Sequential(*_convolution_relu(channels, channels))
+        self.pool = nn.AvgPool3d(2)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skip = self.conv2(self.dropout(self.conv1(features)))
+        return self.pool(skip), skip
+
+
+class _UpStage(nn.Module):
+    """The coarser features upsampled, plus a convolution of the same level's skip (a residual add)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(*_convolution_relu(channels, channels))
+        self.upsample = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.upsample(coarse) + self.conv1(skip)
+
+
+class SpatialConfigurationNet(nn.Module):
+    """Heatmaps = local appearance x tanh(spatial configuration), one channel per landmark.
+
+    Attribute names and layer order reproduce landmarker 0.4.1's state-dict keys and PyTorch's
+    initialisation order, so old model folders load strictly and a seed gives the same initial weights.
+    """
+
+    def __init__(
+        self, in_channels: int, landmark_count: int, local_channels: int, local_depth: int, dropout: float,
+        spatial_channels: int, spatial_kernel: int, spatial_downsample: int,
+    ) -> None:
+        super().__init__()
+        self.first_conv = nn.Sequential(*_convolution_relu(in_channels, local_channels))
+        self.la_downlayers = nn.ModuleList(_DownStage(local_channels, dropout) for _ in range(local_depth))
+        self.up_layers = nn.ModuleList(_UpStage(local_channels) for _ in range(local_depth))
+        self.bottleneck_layer = nn.Sequential(
+            *_convolution_relu(local_channels, local_channels), *_convolution_relu(local_channels, local_channels)
+        )
+        self.last_layer = _convolution(local_channels, landmark_count, 1)
+        self.sc_net = nn.Sequential(
+            nn.AvgPool3d(spatial_downsample),
+            *_convolution_relu(landmark_count, spatial_channels, spatial_kernel),
+            *_convolution_relu(spatial_channels, spatial_channels, spatial_kernel),
+            *_convolution_relu(spatial_channels, spatial_channels, spatial_kernel),
+            _convolution(spatial_channels, landmark_count, spatial_kernel),
+            nn.Upsample(scale_factor=spatial_downsample, mode="trilinear", align_corners=False),
+            nn.Tanh(),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, K, J, I) input to (B, landmarks, K, J, I) heatmaps."""
+        features = self.first_conv(image)
+        skips = []
+        for stage in self.la_downlayers:
+            features, skip = stage(features)
+            skips.append(skip)
+        features = self.bottleneck_layer(features)
+        for stage, skip in zip(self.up_layers, reversed(skips), strict=True):
+            features = stage(features, skip)
+        local = self.last_layer(features)
+        return local * self.sc_net(local)
+
+
+def build_network(config: SCNConfig, landmark_count: int) -> SpatialConfigurationNet:
+    network = SpatialConfigurationNet(
         in_channels=config.input_channels,
-        out_channels=landmark_count,
-        la_channels=config.local_channels,
-        la_depth=config.local_depth,
-        la_dropout=config.dropout,
-        sp_channels=config.spatial_channels,
-        sp_kernel_size=config.spatial_kernel,
-        sp_downsample=config.spatial_downsample,
+        landmark_count=landmark_count,
+        local_channels=config.local_channels,
+        local_depth=config.local_depth,
+        dropout=config.dropout,
+        spatial_channels=config.spatial_channels,
+        spatial_kernel=config.spatial_kernel,
+        spatial_downsample=config.spatial_downsample,
     )
     if config.spatial_output_bias:
         last_spatial = [layer for layer in network.sc_net if isinstance(layer, nn.Conv3d)][-1]
@@ -125,6 +204,14 @@ def save_model_folder(
     write_text_atomic(folder / CONFIG_FILE, json.dumps(description, indent=1) + "\n", overwrite=True)
 
 
+def _damaged(path: Path, error: Exception) -> ModelFolderError:
+    reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+    return ModelFolderError(
+        f"Landmark model file {path} is damaged or incomplete ({reason}); copy the model folder again, "
+        "or retrain it with `sternum-ssm train-landmarks` (an interrupted run resumes)."
+    )
+
+
 def load_model_folder(folder: Path | str) -> tuple[nn.Module, HeatmapRenderer, SCNConfig, tuple[str, ...], dict]:
     """Network (eval mode), renderer with the learnt sigmas, config, landmark ids and record."""
     folder = Path(folder)
@@ -134,12 +221,19 @@ def load_model_folder(folder: Path | str) -> tuple[nn.Module, HeatmapRenderer, S
             f"Landmark model folder {folder} lacks {', '.join(missing)}; choose a folder written by "
             "`sternum-ssm train-landmarks` (or the bundled demo model)."
         )
-    description = json.loads((folder / CONFIG_FILE).read_text())
-    config = SCNConfig.from_dict(description["config"])
-    landmark_ids = tuple(description["landmark_ids"])
-    weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    # A truncated or foreign file fails deep inside json or torch; say which file and what to do instead.
+    try:
+        description = json.loads((folder / CONFIG_FILE).read_text())
+        config = SCNConfig.from_dict(description["config"])
+        landmark_ids = tuple(description["landmark_ids"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise _damaged(folder / CONFIG_FILE, error) from None
+    try:
+        weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise _damaged(folder / WEIGHTS_FILE, error) from None
     network = build_network(config, len(landmark_ids))
-    network.load_state_dict({name: tensor.float() for name, tensor in weights["network"].items()})
+    network.load_state_dict({name: tensor.float() for name, tensor in weights["network"].items()}, strict=True)
     network.eval()
     renderer = HeatmapRenderer(len(landmark_ids), config.sigma_initial, config.gamma)
     with torch.no_grad():

@@ -26,6 +26,10 @@ from SternumSSMLib.geometry import ImageGeometry
 
 # Largest number of Newton steps when projecting a point onto the zero level of the distance map.
 _PROJECTION_STEPS = 12
+# Outline raster positions are whole multiples of this (2^-20 mm, about 1e-6 mm). A whole number
+# of decimal voxel spacings is never an odd multiple of half of it, so rounding a voxel centre's
+# position on a regular grid is stable against floating-point noise.
+_QUANTUM_MM = 2.0**-20
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,12 +38,15 @@ class SurfaceIndex:
 
     ``signed_distance_mm`` (float32, indexed [k, j, i]) lives on ``geometry``, a crop of the
     mask's grid around the mask with a margin; beyond that margin distances come from the
-    nearest surface point instead. Build with :meth:`from_mask`.
+    nearest surface point instead. ``surface_points_lps`` are the midpoints of the voxel faces
+    between inside and outside, ``face_axes`` the grid axis (0 i, 1 j, 2 k) each face is normal
+    to. Build with :meth:`from_mask`.
     """
 
     geometry: ImageGeometry
     signed_distance_mm: np.ndarray
     surface_points_lps: np.ndarray
+    face_axes: np.ndarray
     tree: cKDTree
 
     @classmethod
@@ -54,11 +61,13 @@ class SurfaceIndex:
         if not mask.any():
             raise ValueError("The mask is empty: there is no surface to measure against.")
         crop, crop_geometry = crop_around(mask, geometry, mask, margin_mm)
-        surface_points = crop_geometry.index_to_lps(_face_midpoints_ijk(crop))
+        midpoints_ijk, face_axes = _face_midpoints_ijk(crop)
+        surface_points = crop_geometry.index_to_lps(midpoints_ijk)
         return cls(
             geometry=crop_geometry,
             signed_distance_mm=_signed_distance(crop, crop_geometry.spacing),
             surface_points_lps=surface_points,
+            face_axes=face_axes,
             tree=cKDTree(surface_points),
         )
 
@@ -88,6 +97,11 @@ class SurfaceIndex:
         to well within half a voxel. With ``fixed_directions`` ((N, 3) unit vectors), each
         point moves only at right angles to its direction (e.g. a curve's tangent, so that
         points keep their place along the curve) where the surface can be reached that way.
+
+        Where the walk stalls (where the distance has no gradient, as in a joint space) or
+        overshoots, the result is the exact closest point on the voxel faces instead
+        (:meth:`closest_face_points`), in the plane at right angles to the fixed direction
+        when the surface there is within a voxel of the closest point overall.
         """
         points_lps = np.atleast_2d(np.asarray(points_lps, dtype=float))
         result = np.full_like(points_lps, np.nan)
@@ -100,16 +114,86 @@ class SurfaceIndex:
         start = np.where(near[:, None], points, nearest_face)
         fixed = None if fixed_directions is None else np.asarray(fixed_directions, dtype=float)[defined]
         projected = self._project(start, fixed)
-        # The walk can stall or end across a thin plate; then the free walk from the nearest face midpoint wins.
+        # The walk can stall (no gradient, e.g. in a joint space) or end across a thin plate.
         worse = np.linalg.norm(projected - points, axis=1) > np.linalg.norm(nearest_face - points, axis=1) + (
             self.geometry.spacing.max()
         )
         off = np.abs(self.signed_distance(projected)) > 0.25 * self.geometry.spacing.min()
-        fallback = worse | off
-        if fallback.any():
-            projected[fallback] = self._project(nearest_face[fallback], None)
+        fallback = np.flatnonzero(worse | off)
+        if len(fallback):
+            closest, distance = self.closest_face_points(points[fallback])
+            if fixed is not None:
+                in_plane, plane_distance = self.closest_face_points(
+                    points[fallback], fixed[fallback], reach_mm=distance + self.geometry.spacing.max()
+                )
+                found = np.isfinite(plane_distance)
+                closest[found] = in_plane[found]
+            projected[fallback] = closest
         result[defined] = projected
         return result
+
+    def closest_face_points(
+        self, points_lps: np.ndarray, plane_normals: np.ndarray | None = None, reach_mm: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The exact closest points (LPS) on the voxel faces to (N, 3) finite LPS points, and their distances.
+
+        With ``plane_normals`` ((N, 3) unit vectors) only the part of the surface in the plane
+        through each point at right angles to its normal counts, searched within ``reach_mm``
+        ((N,) mm) of the point; rows with no such surface get NaN points and an infinite distance.
+        """
+        points_lps = np.atleast_2d(points_lps)
+        closest = np.full(points_lps.shape, np.nan)
+        distance = np.full(len(points_lps), np.inf)
+        # A face's points lie within half its diagonal of its midpoint.
+        half_diagonal = 0.5 * float(np.linalg.norm(self.geometry.spacing))
+        if plane_normals is None:
+            reach_mm = self.tree.query(points_lps)[0] + half_diagonal
+        else:
+            reach_mm = np.asarray(reach_mm, dtype=float) + half_diagonal
+        for n, candidates in enumerate(self.tree.query_ball_point(points_lps, reach_mm)):
+            faces = np.asarray(candidates, dtype=int)
+            normal = None if plane_normals is None else plane_normals[n]
+            on_faces = self._on_faces(points_lps[n], faces, normal)
+            gaps = np.linalg.norm(on_faces - points_lps[n], axis=1)
+            if np.isfinite(gaps).any():
+                best = int(np.nanargmin(gaps))
+                closest[n], distance[n] = on_faces[best], gaps[best]
+        return closest, distance
+
+    def _on_faces(self, point: np.ndarray, faces: np.ndarray, plane_normal: np.ndarray | None) -> np.ndarray:
+        """For each face, its closest point to ``point`` (within the plane through ``point``
+        at right angles to ``plane_normal``, when given; NaN where the plane misses the face)."""
+        axes = self.face_axes[faces]
+        centres = self.surface_points_lps[faces]
+        # Each face spans +-half a voxel along the two grid axes other than its normal.
+        axis_u, axis_v = (axes + 1) % 3, (axes + 2) % 3
+        u, v = self.geometry.direction_lps.T[axis_u], self.geometry.direction_lps.T[axis_v]
+        half_u, half_v = 0.5 * self.geometry.spacing[axis_u], 0.5 * self.geometry.spacing[axis_v]
+        offset = point - centres
+        a, b = np.sum(offset * u, axis=1), np.sum(offset * v, axis=1)
+        if plane_normal is None:
+            a, b = np.clip(a, -half_u, half_u), np.clip(b, -half_v, half_v)
+            return centres + a[:, None] * u + b[:, None] * v
+        # In face coordinates the plane is the line alpha a + beta b = gamma: the closest point of
+        # the line to (a, b), then moved along the line into the face where the line crosses it.
+        alpha, beta, gamma = u @ plane_normal, v @ plane_normal, offset @ plane_normal
+        norm2 = alpha**2 + beta**2
+        crossing = norm2 > 1e-12  # a face parallel to the plane meets it nowhere or everywhere
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = (gamma - alpha * a - beta * b) / norm2
+            a0, b0 = a + shift * alpha, b + shift * beta
+            along_a, along_b = -beta / np.sqrt(norm2), alpha / np.sqrt(norm2)
+            low, high = np.full(len(faces), -np.inf), np.full(len(faces), np.inf)
+            for start, step, half in ((a0, along_a, half_u), (b0, along_b, half_v)):
+                moving = np.abs(step) > 1e-12
+                ends = np.sort(np.stack([(-half - start) / step, (half - start) / step]), axis=0)
+                low = np.where(moving, np.maximum(low, ends[0]), np.where(np.abs(start) <= half, low, np.inf))
+                high = np.where(moving, np.minimum(high, ends[1]), high)
+            crossing &= low <= high
+            along = np.clip(0.0, low, high)
+        on_faces = centres + (a0 + along * along_a)[:, None] * u + (b0 + along * along_b)[:, None] * v
+        on_faces[~crossing] = np.nan
+        return on_faces
 
     def _project(self, points_lps: np.ndarray, fixed_directions: np.ndarray | None) -> np.ndarray:
         """Newton steps x <- x - f(x) g / |g|^2 on the interpolated signed distance f, g its gradient
@@ -183,15 +267,17 @@ def _signed_distance(inside: np.ndarray, spacing_ijk: np.ndarray) -> np.ndarray:
     return result
 
 
-def _face_midpoints_ijk(inside: np.ndarray) -> np.ndarray:
-    """(M, 3) continuous (i, j, k) indices of the faces between inside and outside voxels."""
-    faces = []
+def _face_midpoints_ijk(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) continuous (i, j, k) indices of the faces between inside and outside voxels,
+    and each face's normal as a grid axis (0 i, 1 j, 2 k)."""
+    faces, axes = [], []
     for axis in range(3):
         change = np.diff(inside.astype(np.int8), axis=axis) != 0
         kji = np.argwhere(change).astype(float)
         kji[:, axis] += 0.5
         faces.append(kji[:, ::-1])
-    return np.concatenate(faces)
+        axes.append(np.full(len(kji), 2 - axis))
+    return np.concatenate(faces), np.concatenate(axes)
 
 
 # --------------------------------------------------------------------------- outline
@@ -296,8 +382,8 @@ class SternumOutline:
 
 def _frontal_frame(centred_lps: np.ndarray) -> np.ndarray:
     """Rows: patient left, superior along the main axis, anterior (LPS unit vectors)."""
-    sample = centred_lps[:: max(1, len(centred_lps) // 200000)]
-    long_axis = np.linalg.svd(sample, full_matrices=False)[2][0]
+    # The scatter matrix of every voxel, not of a subsample: a subsample would depend on the array's axis order.
+    long_axis = np.linalg.eigh(centred_lps.T @ centred_lps)[1][:, -1]
     if long_axis[2] < 0:
         long_axis = -long_axis
     left = np.array([1.0, 0.0, 0.0]) - long_axis[0] * long_axis
@@ -309,11 +395,20 @@ def _frontal_frame(centred_lps: np.ndarray) -> np.ndarray:
 
 
 def _projected_outline(points_2d: np.ndarray, pixel: float, footprint: float, bridge_mm: float) -> np.ndarray:
-    """Anticlockwise boundary (M, 2) of the filled projection of 2D points, each a disk of radius ``footprint``."""
-    border = footprint + bridge_mm + 4.0 * pixel
-    low = points_2d.min(axis=0) - border
-    shape = np.ceil((points_2d.max(axis=0) + border - low) / pixel).astype(int)[::-1] + 1  # rows: superior
-    cells = np.floor((points_2d - low) / pixel).astype(int)
+    """Anticlockwise boundary (M, 2) of the filled projection of 2D points, each a disk of radius ``footprint``.
+
+    Each point falls into the raster cell centred nearest to it, counted in whole multiples of
+    ``_QUANTUM_MM`` from the lowest point. A regular voxel grid seen along one of its axes puts
+    whole rows of points exactly on cell edges; with integer arithmetic they fall into the same
+    cell whatever the last-bit noise of the frame (BLAS kernel, world origin, array axis order).
+    """
+    pixel_steps = max(1, round(pixel / _QUANTUM_MM))
+    pixel = pixel_steps * _QUANTUM_MM
+    border = int(np.ceil((footprint + bridge_mm) / pixel)) + 4  # in pixels
+    low = points_2d.min(axis=0)
+    steps = np.rint((points_2d - low) / _QUANTUM_MM).astype(np.int64)
+    cells = (steps + pixel_steps // 2) // pixel_steps + border
+    shape = cells.max(axis=0)[::-1] + border + 1  # rows: superior
     hit = np.zeros(shape, dtype=bool)
     hit[cells[:, 1], cells[:, 0]] = True
     grown = ndimage.distance_transform_edt(~hit, sampling=pixel) <= footprint + bridge_mm
@@ -324,7 +419,8 @@ def _projected_outline(points_2d: np.ndarray, pixel: float, footprint: float, br
     sizes = np.bincount(components.ravel())[1:]
     region = ndimage.binary_fill_holes(components == 1 + int(np.argmax(sizes)))
     corners = _trace_boundary(region)
-    dense = _resample_closed(corners * pixel + low, pixel / 2.0)
+    # Cell c spans (c - border -/+ 1/2) pixels around the lowest point.
+    dense = _resample_closed((corners - border - 0.5) * pixel + low, pixel / 2.0)
     return _smooth_closed(dense, sigma_samples=2.0)
 
 

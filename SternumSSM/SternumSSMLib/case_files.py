@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
 from .atomic import atomic_output_path, write_text_atomic
+from .dataset import check_case_id
 from .geometry import CoordinateSystem, Volume
 from .landmark_files import write_landmarks_csv
 
@@ -30,15 +30,6 @@ if TYPE_CHECKING:  # the phantom module pulls in scipy; writing a volume should 
 
 IMAGE_FORMATS = ("nrrd", "nii.gz")
 LABEL_FORMATS = ("seg.nrrd", "nrrd", "nii.gz")
-_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-def check_case_id(case_id: str) -> str:
-    if not _CASE_ID.match(case_id):
-        raise ValueError(
-            f"Case id {case_id!r} may hold only letters, digits, '-' and '_', and must start with a letter or digit."
-        )
-    return case_id
 
 
 def case_paths(folder: Path | str, case_id: str, image_format: str = "nrrd", label_format: str = "seg.nrrd"):
@@ -94,18 +85,14 @@ def write_case(
 
 def _write_slicer_files(phantom: Phantom, paths: dict[str, Path], write_segmentation_file: bool) -> None:
     """The .seg.nrrd and .mrk.json go through Slicer's own MRML writers (headless scene)."""
-    from SternumLandmarksLib.markups import create_landmarks_node, set_landmark_positions, write_markups
-
-    from .mrml import close_scene, new_scene
+    from .markups import create_landmarks_node, set_landmark_positions, write_markups
+    from .mrml import headless_scene
     from .segmentation_nodes import segmentation_from_labelmap, write_segmentation
 
-    scene = new_scene()
-    try:
+    with headless_scene() as scene:
         if write_segmentation_file:
             segmentation = segmentation_from_labelmap(scene, phantom.labels, name=paths["labels"].name.split(".")[0])
             write_segmentation(segmentation, paths["labels"])
         node = create_landmarks_node(scene, name=paths["landmarks_mrk"].name.split(".")[0])
         set_landmark_positions(node, phantom.landmarks)
         write_markups(node, paths["landmarks_mrk"])
-    finally:
-        close_scene(scene)

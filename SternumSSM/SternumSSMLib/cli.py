@@ -1,4 +1,9 @@
-"""Command line: ``sternum-ssm <command>``. Each command is a thin wrapper over library calls."""
+"""Command line: ``sternum-ssm <command>``. Each command is a thin wrapper over library calls.
+
+Start-up: building the parser imports the standard library and light modules only (the parser modules
+of the other packages keep to that too: Testing/test_cli_startup.py); each command imports its libraries
+when it runs, so ``sternum-ssm --help`` loads none and ``export`` neither torch nor the phantom's scipy.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,22 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from .batch_command import add_batch_parsers
+from .devices import DEVICES
 
-from .case_files import IMAGE_FORMATS, LABEL_FORMATS, write_case
-from .geometry import orientation_direction, rotation_matrix
-from .phantom import PhantomParameters, generate_phantom, random_parameters, with_orientation
-from .predict_command import add_predict_parser
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .phantom import PhantomParameters
 
 
 def _direction(orientation: str, seed: int) -> np.ndarray:
+    import numpy as np
+
+    from .geometry import orientation_direction, rotation_matrix
+
     if orientation == "oblique":
         rng = np.random.default_rng([seed, 31])
         return rotation_matrix(rng.normal(size=3), float(rng.uniform(10.0, 30.0)))
@@ -23,13 +34,20 @@ def _direction(orientation: str, seed: int) -> np.ndarray:
 
 
 def _phantom_parameters(args: argparse.Namespace, seed: int) -> PhantomParameters:
+    from .phantom import PhantomParameters, random_parameters, with_orientation
+
     plain = PhantomParameters(seed=seed)
     params = plain if args.plain else random_parameters(seed, hard_cases=not args.no_hard_cases)
     return with_orientation(params, _direction(args.orientation, seed), spacing=args.spacing)
 
 
 def command_phantom(args: argparse.Namespace) -> int:
+    from .case_files import case_paths, write_case
+    from .phantom import generate_phantom
+
     output = Path(args.output)
+    # formats and case ids are checked before the first phantom takes its seconds to generate
+    case_paths(output, f"{args.prefix}{args.seed:03d}", args.image_format, args.label_format)
     output.mkdir(parents=True, exist_ok=True)
     for number in range(args.cases):
         seed = args.seed + number
@@ -45,10 +63,12 @@ def command_phantom(args: argparse.Namespace) -> int:
 def command_demo(args: argparse.Namespace) -> int:
     """Phantom -> bundled nnU-Net -> .seg.nrrd -> bundled SCN landmarks -> .mrk.json + CSV -> QA picture."""
     from SternumLandmarksLib.landmark_prediction import LandmarkModel
-    from SternumLandmarksLib.markups import write_landmarks_markups
 
+    from .case_files import write_case
     from .landmark_files import write_landmarks_csv
+    from .markups import write_landmarks_markups
     from .metrics import dice_per_class, landmark_error_table, landmark_errors
+    from .phantom import PhantomParameters, generate_phantom
     from .predict_command import write_prediction
     from .render import render_case
     from .segment import segment_ct
@@ -127,6 +147,8 @@ def command_export(args: argparse.Namespace) -> int:
         prediction_attributes=prediction,
         annotator=args.annotator,
         segment_names=_pairs(args.alias),
+        label_values=_pairs(args.label_value, convert_key=int),
+        allow_empty_segmentation=args.allow_empty_segmentation,
         split=args.split,
         replace=args.replace,
         landmark_coordinate_system=args.csv_coordinate_system,
@@ -162,7 +184,7 @@ def command_import(args: argparse.Namespace) -> int:
 
 
 def command_dataset_summary(args: argparse.Namespace) -> int:
-    from .dataset import dataset_problems, recover_dataset
+    from .dataset import content_problems, dataset_problems, recover_dataset
     from .dataset_summary import dataset_summary, plot_summary, summary_text
 
     if args.recover:
@@ -170,9 +192,20 @@ def command_dataset_summary(args: argparse.Namespace) -> int:
             print(line)
     summary = dataset_summary(args.dataset)
     print(summary_text(summary))
+    if args.batch:
+        from .worklist import pipeline_counts, pipeline_text
+
+        print(pipeline_text(pipeline_counts(args.batch, args.dataset)))
     if args.plot:
         print(f"Plot: {plot_summary(summary, args.plot)}")
-    problems = dataset_problems(args.dataset) if args.check else []
+    if not args.check:
+        return 0
+    problems = dataset_problems(args.dataset) + content_problems(args.dataset)
+    print(
+        f"Checked {summary['versions']} case version(s): every file against the manifest and its hash, numTraining "
+        f"in dataset.json, and the CT and segmentation of the {summary['training_cases'] + summary['test_cases']} "
+        f"current case(s): {f'{len(problems)} problem(s)' if problems else 'no problems'}."
+    )
     for problem in problems:
         print(f"problem: {problem}")
     return 1 if problems else 0
@@ -183,17 +216,30 @@ def _add_dataset_commands(commands) -> None:
         "export", help="add a corrected case (CT, segmentation, landmarks) to a training dataset"
     )
     export.add_argument("--image", required=True, help="CT file (NRRD, NIfTI, ...)")
-    export.add_argument("--segmentation", required=True, help="corrected segmentation (.seg.nrrd or label map)")
+    export.add_argument(
+        "--segmentation",
+        required=True,
+        help="corrected segmentation: .seg.nrrd (segments matched by name) or a label map with the standard values "
+        "1-4 (Manubrium, Sternal_body, Xiphoid, Cartilage) or values given by --label-value",
+    )
     export.add_argument("--landmarks", help="landmarks (.mrk.json, or .csv)")
     export.add_argument(
         "--landmarks-coordinate-system", choices=("LPS", "RAS"), help="of a CSV that does not declare it"
     )
-    export.add_argument("--dataset", required=True, help="dataset folder (created when missing or empty)")
+    export.add_argument(
+        "--dataset", required=True, help="dataset folder (created, with missing parent folders, when missing or empty)"
+    )
     export.add_argument("--case-id", required=True, help="letters, digits, '-' and '_'; never a patient identifier")
     export.add_argument("--annotator", default="")
     export.add_argument("--split", choices=("train", "test"), default="train")
     export.add_argument("--replace", action="store_true", help="a different CT under an existing id: archive the old")
     export.add_argument("--alias", action="append", metavar="NAME=STANDARD", help="segment name map, repeatable")
+    export.add_argument("--label-value", action="append", metavar="VALUE=STANDARD", help="plain label maps, repeatable")
+    export.add_argument(
+        "--allow-empty-segmentation",
+        action="store_true",
+        help="export a segmentation that is all background (a CT without sternum, on purpose)",
+    )
     export.add_argument("--csv-coordinate-system", choices=("LPS", "RAS"), default="LPS")
     export.add_argument("--file-ending", choices=(".nrrd", ".nii.gz"), help="for a new dataset (default .nrrd)")
     export.add_argument("--prediction", help="the model's unedited segmentation, for correction effort")
@@ -222,6 +268,7 @@ def _add_dataset_commands(commands) -> None:
 
     summary = commands.add_parser("dataset-summary", help="cases, rounds and correction effort of a dataset")
     summary.add_argument("--dataset", required=True)
+    summary.add_argument("--batch", help="batch output folder: also count its cases predicted, claimed, exported")
     summary.add_argument("--plot", help="write a PNG of correction effort per round")
     summary.add_argument("--check", action="store_true", help="also check files, dataset.json and manifest agree")
     summary.add_argument("--recover", action="store_true", help="first finish or discard interrupted exports")
@@ -259,6 +306,34 @@ def _add_evaluate_command(commands) -> None:
     evaluate.set_defaults(run=command_evaluate)
 
 
+def command_predict(args: argparse.Namespace) -> int:
+    from . import predict_command
+
+    return predict_command.command_predict(args)
+
+
+def _add_predict_command(commands) -> None:
+    predict = commands.add_parser("predict", help="segment CT files with an nnU-Net v2 model")
+    predict.add_argument("inputs", nargs="+", help="CT files, folders of CT files and/or DICOM series folders")
+    predict.add_argument("--output", required=True, help="folder for <case>.seg.nrrd and <case>.json")
+    predict.add_argument("--model", help="nnU-Net v2 model folder (default: the bundled demo model)")
+    predict.add_argument("--preset", choices=("fast", "accurate"), default="fast")
+    predict.add_argument("--device", choices=DEVICES, default="auto")
+    predict.add_argument("--folds", nargs="+", help="override the preset's folds, e.g. 0 1 or all")
+    predict.add_argument(
+        "--roi", type=float, nargs=6, metavar=("L0", "P0", "S0", "L1", "P1", "S1"), help="LPS box (mm) to segment"
+    )
+    predict.add_argument(
+        "--series-uid", metavar="UID", help="Series Instance UID to read from a DICOM folder that holds several series"
+    )
+    predict.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="allow checkpoints that need full unpickling (runs code from the file)",
+    )
+    predict.set_defaults(run=command_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sternum-ssm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -272,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument(
         "--orientation", default="LPS", help="3-letter axis code (LPS, RAS, PIR, ...) or 'oblique' (random per seed)"
     )
-    phantom.add_argument("--image-format", choices=IMAGE_FORMATS, default="nrrd")
-    phantom.add_argument("--label-format", choices=LABEL_FORMATS, default="seg.nrrd")
+    # no argparse choices: the formats are case_files' (checked when the command starts), and importing
+    # it here would load SimpleITK and numpy for every command
+    phantom.add_argument("--image-format", default="nrrd", help="nrrd (default) or nii.gz")
+    phantom.add_argument("--label-format", default="seg.nrrd", help="seg.nrrd (default), nrrd or nii.gz")
     phantom.add_argument("--no-hard-cases", action="store_true", help="natural variation only")
     phantom.add_argument("--plain", action="store_true", help="default anatomy, no variation knobs")
     phantom.set_defaults(run=command_phantom)
@@ -283,12 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=command_demo)
 
     _add_dataset_commands(commands)
-    add_predict_parser(commands)
+    _add_predict_command(commands)
     _add_evaluate_command(commands)
     from SternumLandmarksLib.landmark_commands import add_landmark_parsers
 
     add_landmark_parsers(commands)
+    from SternumShapeModelLib.commands import add_shape_model_parser
+
+    add_shape_model_parser(commands)
+    add_batch_parsers(commands, landmark_step=_scn_landmark_step)
     return parser
+
+
+def _scn_landmark_step(model_folder: str | None, device: str):
+    """The landmark package's batch step; imported on use, so other commands do not load torch."""
+    from SternumLandmarksLib.batch_landmarks import scn_landmark_step
+
+    return scn_landmark_step(model_folder, device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -41,9 +40,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
+
 from .anatomy import label_scheme
 from .atomic import fsync_directory, fsync_file, is_read_only, write_text_atomic
-from .case_files import check_case_id
+from .image_files import read_ct
+from .provenance import sha256_file
+from .segmentation_inference import check_ct_volume
 
 DATASET_JSON = "dataset.json"
 MANIFEST = "manifest.jsonl"
@@ -57,6 +61,7 @@ ROLES = ("image", "labels", "landmarks_csv", "landmarks_mrk", "pseudo_landmarks_
 CHANNEL_NAMES = {"0": "CT"}
 # Temporary names written by atomic.atomic_output_path: ".<stem>.<8 hex>.partial<suffix>".
 _PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial")
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 class DatasetError(ValueError):
@@ -197,11 +202,12 @@ def _create_dataset(root: Path, file_ending: str) -> Dataset:
         if is_read_only(root):
             raise PermissionError(f"Folder {root} is read-only; nothing was written.")
     else:
-        if not root.parent.is_dir():
-            raise DatasetError(f"Cannot create dataset {root}: folder {root.parent} does not exist.")
-        if is_read_only(root.parent):
-            raise PermissionError(f"Cannot create dataset {root}: {root.parent} is read-only; nothing was written.")
-        root.mkdir(exist_ok=True)
+        ancestor = next(folder for folder in root.parents if folder.exists())
+        if not ancestor.is_dir():
+            raise DatasetError(f"Cannot create dataset {root}: {ancestor} is a file, not a folder.")
+        if is_read_only(ancestor):
+            raise PermissionError(f"Cannot create dataset {root}: {ancestor} is read-only; nothing was written.")
+        root.mkdir(parents=True, exist_ok=True)
     with dataset_lock(root):
         if not (root / DATASET_JSON).is_file():  # another process may have created it meanwhile
             write_text_atomic(root / MANIFEST, "")
@@ -290,6 +296,14 @@ def current_records(records: list[dict], split: str | None = None) -> list[dict]
     return [r for r in records if r["state"] == "current" and (split is None or r["split"] == split)]
 
 
+def check_case_id(case_id: str) -> str:
+    if not _CASE_ID.match(case_id):
+        raise ValueError(
+            f"Case id {case_id!r} may hold only letters, digits, '-' and '_', and must start with a letter or digit."
+        )
+    return case_id
+
+
 def suggest_case_id(root: Path | str | None, prefix: str = "case") -> str:
     """The next unused id ``<prefix>_NNNN`` (counting every id the dataset ever held)."""
     used = set()
@@ -299,14 +313,6 @@ def suggest_case_id(root: Path | str | None, prefix: str = "case") -> str:
     while f"{prefix}_{number:04d}" in used:
         number += 1
     return f"{prefix}_{number:04d}"
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------
@@ -582,6 +588,28 @@ def dataset_problems(root: Path | str, verify_hashes: bool = True) -> list[str]:
             f"numTraining is {num_training}, the manifest has {len(train)} current training cases and labelsTr "
             f"holds {len(labels_tr)} label files"
         )
+    return problems
+
+
+def content_problems(root: Path | str) -> list[str]:
+    """Current cases that an export would refuse today: a CT that ``predict`` refuses (constant, NaN, not 3D)
+    or a segmentation that is all background (only exportable with ``allow_empty_segmentation``)."""
+    dataset = open_dataset(root)
+    problems = []
+    for record in current_records(read_manifest(dataset.root)):
+        case = record["case_id"]
+        image, labels = (dataset.root / record["files"][role]["path"] for role in ("image", "labels"))
+        if not (image.is_file() and labels.is_file()):
+            continue  # a missing file is dataset_problems' report
+        try:
+            check_ct_volume(read_ct(image))
+        except ValueError as error:
+            problems.append(f"case {case}: its CT is not usable for training: {error}")
+        if not np.any(sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))):
+            problems.append(
+                f"case {case}: its segmentation is empty (all background); if that is not intended, export the "
+                "corrected segmentation again"
+            )
     return problems
 
 

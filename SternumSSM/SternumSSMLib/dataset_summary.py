@@ -4,7 +4,8 @@ A *round* is the set of cases whose prediction came from one model (identified b
 hash), numbered in the order the models were first used; cases segmented without a recorded
 prediction are round 0 ("manual"). Each case counts once, with its current version. As the
 models improve, Dice between prediction and correction rises and the changed voxels, landmark
-displacement and minutes spent fall.
+displacement and minutes spent fall. Each figure says how many cases it covers (``*_cases``): only
+cases exported with their prediction have a correction effort.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def dataset_summary(root: Path | str) -> dict:
         "training_cases": len(current_records(records, "train")),
         "test_cases": len(current_records(records, "test")),
         "versions": len(records),
+        "cases_with_correction": sum(1 for record in current if record.get("correction")),
         "last_round": max(rows, default=0),
         "rounds": [_round_row(number, rows[number]) for number in sorted(rows)],
     }
@@ -70,6 +72,10 @@ def _round_row(number: int, records: list[dict]) -> dict:
         "mean_changed_voxels": _rounded(mean(changed), 1) if changed else None,
         "mean_landmark_displacement_mm": _rounded(mean(displacement)) if displacement else None,
         "median_minutes": _rounded(median(minutes), 1) if minutes else None,
+        "dice_cases": len(dice),
+        "changed_voxels_cases": len(changed),
+        "landmark_displacement_cases": len(displacement),
+        "minutes_cases": len(minutes),
     }
 
 
@@ -77,24 +83,35 @@ def _rounded(value: float, digits: int = 4) -> float:
     return round(float(value), digits)
 
 
+# (key, number-of-cases key, column title, width) of each correction-effort column.
+_COLUMNS = (
+    ("mean_dice", "dice_cases", "Dice", 6),
+    ("mean_changed_voxels", "changed_voxels_cases", "changed vox", 11),
+    ("mean_landmark_displacement_mm", "landmark_displacement_cases", "landmarks mm", 12),
+    ("median_minutes", "minutes_cases", "minutes", 7),
+)
+
+
 def summary_text(summary: dict) -> str:
+    """The counts, then one row per round; each figure is followed by the number of cases it covers."""
+    current = summary["training_cases"] + summary["test_cases"]
     lines = [
         f"{summary['dataset']}: {summary['training_cases']} training and {summary['test_cases']} test cases "
         f"({summary['versions']} versions in the manifest); last round {summary['last_round']}.",
-        f"{'round':>5}  {'model':<12}  {'cases':>5}  {'Dice':>6}  {'changed vox':>11}  "
-        f"{'landmarks mm':>12}  {'minutes':>7}",
+        f"Correction effort is recorded for {summary['cases_with_correction']} of the {current} current cases (those "
+        "exported with the prediction they started from); (n) after a figure is the number of cases it covers.",
+        f"{'round':>5}  {'model':<12}  {'cases':>5}  "
+        + "  ".join(f"{title:>{width + 7}}" for _, _, title, width in _COLUMNS),
     ]
     for row in summary["rounds"]:
-        lines.append(
-            f"{row['round']:>5}  {row['model']:<12}  {row['cases']:>5}  {_cell(row['mean_dice'], 6)}  "
-            f"{_cell(row['mean_changed_voxels'], 11)}  {_cell(row['mean_landmark_displacement_mm'], 12)}  "
-            f"{_cell(row['median_minutes'], 7)}"
-        )
+        cells = "  ".join(_cell(row[key], row[count], width) for key, count, _, width in _COLUMNS)
+        lines.append(f"{row['round']:>5}  {row['model']:<12}  {row['cases']:>5}  {cells}")
     return "\n".join(lines)
 
 
-def _cell(value, width: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+def _cell(value: float | None, cases: int, width: int) -> str:
+    figure = f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+    return f"{figure} {f'({cases})':>6}"
 
 
 def plot_summary(summary: dict, path: Path | str, overwrite: bool = True) -> Path:

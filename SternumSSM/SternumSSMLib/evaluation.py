@@ -2,9 +2,10 @@
 
 Files are paired by case id (the file name without its extensions):
 
-- segmentations ``<case>.seg.nrrd``, ``<case>.nrrd``, ``<case>.nii.gz`` or ``<case>.nii`` with
-  standard label values (a ``.seg.nrrd`` is read by segment *name*), found in ``labelsTr/``,
-  ``labelsTs/`` or ``labels/`` when the folder has any of them, otherwise in the folder itself;
+- segmentations ``<case>.seg.nrrd``, ``<case>.nrrd``, ``<case>.nii.gz`` or another image file
+  (``image_files.IMAGE_SUFFIXES``) with standard label values (a ``.seg.nrrd`` is read by segment
+  *name*), found in ``labelsTr/``, ``labelsTs/`` or ``labels/`` when the folder has any of them,
+  otherwise in the folder itself;
 - landmark CSVs ``<case>.csv`` (name, X, Y, Z), found in ``landmarks/`` or ``landmarksTs/`` when
   present, otherwise in the folder itself.
 
@@ -34,11 +35,11 @@ import numpy as np
 
 from .anatomy import label_scheme
 from .atomic import write_text_atomic
-from .geometry import CoordinateSystem, ImageGeometry, PointSet, Volume
+from .geometry import CoordinateSystem, PointSet, Volume
+from .image_files import IMAGE_SUFFIXES, covering_grid, files_by_case, on_image_grid, read_labels
 from .landmark_files import declared_coordinate_system, read_landmarks_csv
 from .metrics import SEGMENTATION_METRICS, landmark_error_table, landmark_errors, segmentation_scores
 
-SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
 LANDMARK_SUFFIXES = (".csv",)
 SEGMENTATION_FOLDERS = ("labelsTr", "labelsTs", "labels")
 LANDMARK_FOLDERS = ("landmarks", "landmarksTs")
@@ -72,46 +73,8 @@ class Evaluation:
 
 
 # ---------------------------------------------------------------------------
-# Finding and reading files
+# Reading landmarks and placing label maps (image files are found and read by image_files)
 # ---------------------------------------------------------------------------
-
-
-def _case_id(path: Path, suffixes: tuple[str, ...]) -> str | None:
-    name = path.name
-    suffix = next((s for s in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(s)), None)
-    # Hidden files include the .partial files of interrupted atomic writes.
-    return name[: -len(suffix)] if suffix and not name.startswith(".") else None
-
-
-def files_by_case(folder: Path | str, subfolders: tuple[str, ...], suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """Files by case id in the existing ``subfolders`` of ``folder``, or in ``folder`` itself if none exists."""
-    folder = Path(folder)
-    searched = [folder / name for name in subfolders if (folder / name).is_dir()] or [folder]
-    found: dict[str, Path] = {}
-    for directory in searched:
-        for path in sorted(directory.iterdir()):
-            case = _case_id(path, suffixes) if path.is_file() else None
-            if case is None:
-                continue
-            if case in found:
-                raise ValueError(
-                    f"Case {case!r} has two files, {found[case]} and {path}; keep one of them and run again."
-                )
-            found[case] = path
-    return found
-
-
-def read_labels(path: Path) -> Volume:
-    """A label map with standard values from a ``.seg.nrrd`` (by segment name) or a label map file (LPS)."""
-    # study_import pulls in MRML (slicer-core); imported here so that importing this module does not.
-    from .study_import import read_segmentation_file
-
-    try:
-        return read_segmentation_file(path)
-    except (RuntimeError, OSError) as error:
-        raise ValueError(f"Cannot read segmentation {path}: {error}") from None
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
 
 
 def read_landmarks(path: Path, coordinate_system: CoordinateSystem | None) -> PointSet:
@@ -125,31 +88,11 @@ def read_landmarks(path: Path, coordinate_system: CoordinateSystem | None) -> Po
     return read_landmarks_csv(path, declared or coordinate_system)
 
 
-def _covering_grid(a: ImageGeometry, b: ImageGeometry) -> ImageGeometry | None:
-    """The grid covering both when they differ by whole voxels only (same spacing and axes), else None."""
-    offset = a.lps_to_index(b.origin_lps[None])[0]
-    if not (
-        np.allclose(a.spacing, b.spacing, rtol=1e-5)
-        and np.allclose(a.direction_lps, b.direction_lps, atol=1e-5)
-        and np.allclose(offset, np.round(offset), atol=1e-3)
-    ):
-        return None
-    offset = np.round(offset).astype(int)
-    low = np.minimum(0, offset)
-    high = np.maximum(np.asarray(a.size), offset + np.asarray(b.size))
-    return ImageGeometry(
-        origin_lps=a.index_to_lps(low[None].astype(float))[0],
-        spacing=a.spacing,
-        direction_lps=a.direction_lps,
-        size=tuple(high - low),
-    )
-
-
 def on_common_grid(predicted: Volume, reference: Volume, case: str = "") -> tuple[Volume, Volume]:
     """Both label maps on one grid, without interpolation (see the module docstring)."""
     if predicted.geometry.same_grid(reference.geometry):
         return predicted, reference
-    grid = _covering_grid(reference.geometry, predicted.geometry)
+    grid = covering_grid(reference.geometry, predicted.geometry)
     if grid is None:
         raise ValueError(
             f"Case {case or '?'}: the predicted segmentation's voxel grid (spacing "
@@ -158,8 +101,6 @@ def on_common_grid(predicted: Volume, reference: Volume, case: str = "") -> tupl
             f"{reference.geometry.origin_lps.tolist()} LPS) up to whole voxels; resample the prediction onto the "
             "reference grid (nearest neighbour) and run again."
         )
-    from .study_import import on_image_grid
-
     return on_image_grid(predicted, grid), on_image_grid(reference, grid)
 
 
@@ -198,8 +139,8 @@ def evaluate_folders(
     evaluation = Evaluation(predictions=predictions, reference=reference)
     segmentation_pairs = _pair(
         "segmentation",
-        files_by_case(predictions, SEGMENTATION_FOLDERS, SEGMENTATION_SUFFIXES),
-        files_by_case(reference, SEGMENTATION_FOLDERS, SEGMENTATION_SUFFIXES),
+        files_by_case(predictions, SEGMENTATION_FOLDERS, IMAGE_SUFFIXES),
+        files_by_case(reference, SEGMENTATION_FOLDERS, IMAGE_SUFFIXES),
         evaluation.unpaired,
     )
     landmark_pairs = _pair(
@@ -228,9 +169,33 @@ def evaluate_folders(
             raise ValueError(f"Case {case}: {error}") from None
         evaluation.landmarks[case] = comparison
         if progress:
-            table = landmark_error_table(comparison.errors_mm)
-            progress(f"{case}: landmarks mean IPE {table['mean_mm']:.2f} mm, {table['missing']} missing")
+            progress(f"{case}: landmarks {landmark_progress(comparison)}")
     return evaluation
+
+
+def landmark_progress(comparison: CaseLandmarks) -> str:
+    """One case's landmark result in words; a case in which no point could be compared says why."""
+    table = landmark_error_table(comparison.errors_mm)
+    if table["points"] == 0:
+        unplaced = sum(side in ("prediction", "both") for side in comparison.missing)
+        return (
+            f"no IPE: none of the {len(comparison.names)} points could be compared "
+            f"({unplaced} not placed in the prediction, {table['missing']} missing on either side)"
+        )
+    return f"mean IPE {table['mean_mm']:.2f} mm over {table['points']} points, {table['missing']} missing"
+
+
+def unpaired_summary(unpaired: list[str], shown: int = 5) -> list[str]:
+    """One line per kind of unpaired case ("segmentation reference without prediction", ...), naming a few."""
+    groups: dict[str, list[str]] = {}
+    for line in unpaired:
+        case, _, kind = line.partition(": ")
+        groups.setdefault(kind, []).append(case)
+    lines = []
+    for kind, cases in groups.items():
+        more = f" and {len(cases) - shown} more" if len(cases) > shown else ""
+        lines.append(f"{kind}: {len(cases)} case{'s' * (len(cases) != 1)} ({', '.join(cases[:shown])}{more})")
+    return lines
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +295,8 @@ def markdown_tables(evaluation: Evaluation) -> str:
         parts += [
             landmark_markdown(everything),
             "",
-            f"{everything['missing']} point(s) missing in the prediction or the reference are not counted.",
+            f"{everything['missing']} point(s) missing in the prediction or the reference are not counted."
+            + (" No point was on both sides, so there is no IPE to report." if not everything["points"] else ""),
             "",
             f"## Landmarks without points beyond {EXCLUDE_BEYOND_MM:g} mm ({within['excluded']} excluded)",
             "",
@@ -339,7 +305,8 @@ def markdown_tables(evaluation: Evaluation) -> str:
     else:
         parts.append("No landmark pairs.")
     if evaluation.unpaired:
-        parts += ["", "## Unpaired cases (not scored)", "", *(f"- {line}" for line in evaluation.unpaired)]
+        parts += ["", "## Unpaired cases (not scored)", ""]
+        parts += [f"- {line}" for line in unpaired_summary(evaluation.unpaired)]
     return "\n".join(parts) + "\n"
 
 

@@ -1,14 +1,13 @@
 """Export a corrected case into a training dataset: image, standard label map, landmarks and provenance.
 
-Two entry points:
+- :func:`export_case` takes arrays (``Volume``, ``PointSet``); every export ends here, the study
+  import included;
+- :func:`export_from_files` reads files on disk (``sternum-ssm export``) through ``image_files``;
+- ``export_nodes.export_from_scene`` reads Slicer nodes (the modules' "Export to dataset" buttons).
 
-- :func:`export_case` takes arrays (``Volume``, ``PointSet``); the study import uses it;
-- :func:`export_from_scene` takes Slicer nodes; the module's "Export to dataset" button and the
-  ``sternum-ssm export`` command use it.
-
-The prediction a case started from is found through attributes that the segmentation step sets
-on the nodes it creates (``PREDICTION_*`` below). When it is known, the manifest records the
-correction effort: Dice and changed voxels per class, landmark displacement, time spent.
+The prediction a case started from is described by the scene contract's attributes
+(:func:`prediction_from_attributes`). When it is known, the manifest records the correction
+effort: Dice and changed voxels per class, landmark displacement, time spent.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from .anatomy import default_protocol, label_scheme
 from .case_files import write_volume
@@ -32,30 +31,46 @@ from .dataset import (
     open_dataset,
     read_manifest,
 )
-from .geometry import CoordinateSystem, PointSet, Volume
-from .landmark_files import write_landmarks_csv
-from .prediction_nodes import UNEDITED_PREDICTION_ATTRIBUTE, prediction_record
+from .geometry import CoordinateSystem, ImageGeometry, PointSet, Volume
+from .image_files import check_segmentation_file, read_ct_with_source, read_labels
+from .landmark_files import read_landmarks_csv, write_landmarks_csv
 from .provenance import (
-    folder_sha256,
     landmark_displacement,
+    model_id,
     seconds_between,
     segmentation_effort,
-    sha256_file,
     tool_version,
     volume_sha256,
 )
+from .scene_contract import (
+    MODEL_FOLDER,
+    MODEL_SHA256,
+    POSTPROCESSING,
+    PREDICTED_AT,
+    PREDICTION_FILE,
+    PRESET,
+    QA_FLAGS,
+)
+from .segmentation_inference import check_ct_volume
 
-# Node attributes through which the segmentation and landmark steps tell the export what they predicted.
-# The node holding the unedited prediction; prediction_nodes sets it when it shows a result.
-PREDICTION_SEGMENTATION_ID = UNEDITED_PREDICTION_ATTRIBUTE
-PREDICTION_FILE = "SternumSSM.PredictionFile"  # or the prediction on disk (.seg.nrrd or label map)
-PREDICTION_MARKUPS_ID = "SternumSSM.PredictionMarkupsID"  # on the landmarks node: the predicted points
-MODEL_FOLDER = "SternumSSM.ModelFolder"
-MODEL_SHA256 = "SternumSSM.ModelSHA256"
-PRESET = "SternumSSM.Preset"
-PREDICTED_AT = "SternumSSM.PredictedAt"  # ISO 8601, UTC
-POSTPROCESSING = "SternumSSM.Postprocessing"  # JSON list of steps
-QA_FLAGS = "SternumSSM.QAFlags"  # JSON list of flags
+# How far (mm) beyond the CT's outer voxel edges a landmark may lie: an annotator may extrapolate a
+# point just past a truncated scan, but a point farther out is in the wrong file or coordinate system.
+LANDMARK_MARGIN_MM = 10.0
+# The scene contract's attributes that describe a prediction -> the run record's (and Prediction's) fields.
+PREDICTION_ATTRIBUTES = {
+    MODEL_FOLDER: "model_folder",
+    MODEL_SHA256: "model_sha256",
+    PRESET: "preset",
+    PREDICTED_AT: "predicted_at",
+    POSTPROCESSING: "postprocessing",
+    QA_FLAGS: "qa_flags",
+}
+
+Clock = Callable[[], datetime]
+
+
+def utc_clock() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -76,7 +91,7 @@ class Prediction:
         """Manifest fields; the model folder is identified by its hash, not its path."""
         model_sha256 = self.model_sha256
         if model_sha256 is None and self.model_folder and Path(self.model_folder).is_dir():
-            model_sha256 = folder_sha256(self.model_folder)
+            model_sha256 = model_id(self.model_folder)
         return {
             "model_sha256": model_sha256,
             "model_name": Path(self.model_folder).name if self.model_folder else None,
@@ -153,8 +168,15 @@ def export_case(
     markups_writer: Callable[[Path], object] | None = None,
     extra_provenance: Mapping | None = None,
     pseudo_landmarks: PointSet | None = None,
+    allow_empty_segmentation: bool = False,
+    clock: Clock = utc_clock,
 ) -> ExportResult:
     """Write one case (a new version if the case exists) and its manifest record.
+
+    Refused before anything is written: a CT that ``predict`` would refuse (see
+    :func:`check_ct_volume`), landmarks more than ``LANDMARK_MARGIN_MM`` outside the CT, and a
+    label map that is all background unless ``allow_empty_segmentation`` (a CT without sternum
+    added on purpose). ``clock`` gives "now" for the time spent correcting.
 
     ``pseudo_landmarks`` (points between the anatomical ones) go to ``<landmarks>/pseudo/<case>.csv``
     in the same coordinate system, recorded in the manifest as pseudo, never mixed with the protocol.
@@ -168,12 +190,22 @@ def export_case(
             "The label map is not on the image's voxel grid; export writes both unchanged, so resample "
             "the segmentation onto the image first if that is intended."
         )
+    check_ct_volume(image)
     scheme = label_scheme()
-    unknown = sorted(set(np.unique(labels.array).tolist()) - {scheme.background_value, *scheme.values})
+    present = set(np.unique(labels.array).tolist())
+    unknown = sorted(present - {scheme.background_value, *scheme.values})
     if unknown:
         raise ValueError(f"Label values {unknown} are not standard ({scheme.values}).")
+    if present <= {scheme.background_value} and not allow_empty_segmentation:
+        raise ValueError(
+            "The segmentation is empty: every voxel is background, so the case would teach the model that this CT "
+            "has no sternum. Label the sternum first, or, to add such a CT on purpose, export it with "
+            "--allow-empty-segmentation."
+        )
+    for points in (landmarks, pseudo_landmarks):
+        if points is not None:
+            check_points_inside(points, image.geometry)
     labels = Volume(array=labels.array.astype(np.uint8), geometry=labels.geometry)
-    present = set(np.unique(labels.array).tolist())
     empty = [c.name for c in scheme.classes if c.value not in present]
 
     writers: dict[str, Callable[[Path], object]] = {
@@ -198,7 +230,7 @@ def export_case(
         "pseudo_landmarks": None if pseudo_landmarks is None else {
             "points": len(pseudo_landmarks.names), "placed": int(pseudo_landmarks.defined.sum()), "pseudo": True},
         "prediction": prediction.provenance() if prediction else None,
-        "correction": _correction(prediction, labels, landmarks),
+        "correction": _correction(prediction, labels, landmarks, clock()),
         **dict(extra_provenance or {}),
     }
     case = CaseVersion(case_id, split, writers, volume_sha256(image), provenance)
@@ -206,13 +238,34 @@ def export_case(
     return ExportResult(record=record, dataset_folder=open_dataset(dataset_folder).root, empty_segments=empty)
 
 
-def _correction(prediction: Prediction | None, labels: Volume, landmarks: PointSet | None) -> dict | None:
+def check_points_inside(points: PointSet, geometry: ImageGeometry, margin_mm: float = LANDMARK_MARGIN_MM) -> None:
+    """Refuse points more than ``margin_mm`` beyond the image's outer voxel edges, naming each of them."""
+    defined = np.flatnonzero(points.defined)
+    index = geometry.lps_to_index(points.to("LPS").positions[defined])
+    half_extent = np.asarray(geometry.size) / 2.0
+    # Distance (mm) outside the box of voxel edges along each image axis; 0 inside.
+    beyond_mm = np.maximum(np.abs(index - (half_extent - 0.5)) - half_extent, 0.0) * geometry.spacing
+    distance = np.linalg.norm(beyond_mm, axis=1)
+    outside = np.flatnonzero(distance > margin_mm)
+    if len(outside):
+        listed = ", ".join(f"{points.names[defined[i]]} ({distance[i]:.0f} mm)" for i in outside[:8])
+        more = f" and {len(outside) - 8} more" if len(outside) > 8 else ""
+        raise ValueError(
+            f"{len(outside)} landmark(s) lie outside the CT, more than {margin_mm:g} mm beyond its edge: "
+            f"{listed}{more}. Check that the landmarks belong to this CT and that their coordinate system "
+            "(LPS or RAS) is the one stated."
+        )
+
+
+def _correction(
+    prediction: Prediction | None, labels: Volume, landmarks: PointSet | None, now: datetime
+) -> dict | None:
     if prediction is None:
         return None
     correction = {
         "segmentation": None,
         "landmarks": None,
-        "seconds_from_prediction": seconds_between(prediction.predicted_at),
+        "seconds_from_prediction": seconds_between(prediction.predicted_at, now),
     }
     if prediction.labels is not None:
         correction["segmentation"] = segmentation_effort(prediction.labels, labels)
@@ -233,7 +286,7 @@ def _landmark_summary(landmarks: PointSet, coordinate_system: str) -> dict:
 
 def _write_markups_file(points: PointSet, path: Path) -> None:
     """The protocol's landmarks (the first rows, or those named by protocol id) as a ``.mrk.json``."""
-    from SternumLandmarksLib.markups import write_landmarks_markups
+    from .markups import write_landmarks_markups
 
     write_landmarks_markups(protocol_subset(points), path)
 
@@ -254,156 +307,35 @@ def protocol_subset(points: PointSet) -> PointSet:
 
 
 # ---------------------------------------------------------------------------
-# Scene to dataset
+# The prediction a case started from
 # ---------------------------------------------------------------------------
 
 
-def export_from_scene(
-    volume_node,
-    segmentation_node,
-    dataset_folder: Path | str,
-    case_id: str,
-    annotator: str = "",
-    landmarks_node=None,
-    segment_names: Mapping[str, str] | None = None,
-    prediction: Prediction | None = None,
-    split: str = "train",
-    replace: bool = False,
-    landmark_coordinate_system: CoordinateSystem = "LPS",
-    file_ending: str | None = None,
-    pseudo_landmarks_node=None,
-) -> ExportResult:
-    """Export the CT ``volume_node`` with the corrected ``segmentation_node`` (and landmarks,
-    and pseudo-landmarks from their own node).
-
-    Label values come from segment names (through ``segment_names`` for other names), on the
-    CT's own grid. Unknown names and overlapping segments are errors; empty ones are reported.
-    Without ``prediction`` the prediction is looked up through the nodes' attributes.
-    """
-    from SternumLandmarksLib.markups import landmark_points, write_markups
-
-    from .segmentation_nodes import labelmap_from_segmentation, segment_masks
-    from .volume_nodes import volume_from_node
-
-    image = volume_from_node(volume_node)
-    masks = segment_masks(segmentation_node, image.geometry, segment_names)
-    check_overlaps(masks)
-    labels = labelmap_from_segmentation(segmentation_node, image.geometry, segment_names)
-    landmarks = None
-    if landmarks_node is not None:
-        if landmarks_node.GetParentTransformNode() is not None:
-            raise ValueError(f"Landmarks {landmarks_node.GetName()!r} are under a transform; harden it first.")
-        landmarks = landmark_points(landmarks_node, "LPS")
-    if prediction is None:
-        prediction = prediction_from_scene(segmentation_node, landmarks_node, image)
-    return export_case(
-        dataset_folder,
-        case_id,
-        image,
-        labels,
-        landmarks,
-        annotator=annotator,
-        split=split,
-        prediction=prediction,
-        source=source_of_node(volume_node),
-        replace=replace,
-        landmark_coordinate_system=landmark_coordinate_system,
-        file_ending=file_ending,
-        markups_writer=None if landmarks_node is None else (lambda path: write_markups(landmarks_node, path)),
-        pseudo_landmarks=None if pseudo_landmarks_node is None else landmark_points(pseudo_landmarks_node, "LPS"),
-    )
-
-
-def check_overlaps(masks: Mapping[str, np.ndarray]) -> None:
-    """Refuse segments that share voxels, naming each pair and its voxel count."""
-    names = list(masks)
-    overlaps = []
-    for first_index, first in enumerate(names):
-        for second in names[first_index + 1 :]:
-            shared = int(np.count_nonzero(masks[first] & masks[second]))
-            if shared:
-                overlaps.append(f"{first} and {second} share {shared} voxels")
-    if overlaps:
-        raise ValueError(
-            "Overlapping segments: " + "; ".join(overlaps) + ". A label map holds one class per voxel; "
-            "remove the overlap in the Segment Editor (e.g. with 'Logical operators' / 'Subtract')."
-        )
-
-
-def source_of_node(volume_node) -> dict:
-    """The CT's source as content hashes only: its file, or its DICOM instances; never names or paths."""
-    uids = volume_node.GetAttribute("DICOM.instanceUIDs")
-    if uids:
-        import hashlib
-
-        return {"kind": "dicom", "sha256": hashlib.sha256(" ".join(sorted(uids.split())).encode()).hexdigest()}
-    storage = volume_node.GetStorageNode()
-    file_name = storage.GetFileName() if storage is not None else None
-    if file_name and Path(file_name).is_file():
-        return {"kind": "file", "format": "".join(Path(file_name).suffixes[-2:]), "sha256": sha256_file(file_name)}
-    return {"kind": "scene", "sha256": None}
-
-
-def prediction_from_scene(segmentation_node, landmarks_node, image: Volume) -> Prediction | None:
-    """The prediction recorded on the nodes' ``SternumSSM.*`` attributes, or None when there is none."""
-    from SternumLandmarksLib.markups import landmark_points
-
-    from .segmentation_nodes import labelmap_from_segmentation
-
-    attribute = segmentation_node.GetAttribute
-    scene = segmentation_node.GetScene()
-    labels = None
-    node_id, file_name = attribute(PREDICTION_SEGMENTATION_ID), attribute(PREDICTION_FILE)
-    if node_id:
-        predicted_node = scene.GetNodeByID(node_id)
-        if predicted_node is None:
-            raise DatasetError(f"The prediction node {node_id} recorded on {segmentation_node.GetName()!r} is gone.")
-        labels = labelmap_from_segmentation(predicted_node, image.geometry)
-    elif file_name:
-        labels = read_label_file(Path(file_name), image)
-    predicted_landmarks = None
-    if landmarks_node is not None and landmarks_node.GetAttribute(PREDICTION_MARKUPS_ID):
-        predicted_node = scene.GetNodeByID(landmarks_node.GetAttribute(PREDICTION_MARKUPS_ID))
-        if predicted_node is not None:
-            predicted_landmarks = landmark_points(predicted_node, "LPS")
-    # The segmentation step stores its run record (model hash, preset, ...) as JSON on the node it
-    # creates; the single attributes above, where set, take precedence.
-    record = prediction_record(segmentation_node) or {}
-    from_record = {MODEL_FOLDER: "model_folder", MODEL_SHA256: "model_sha256", PRESET: "preset",
-                   PREDICTED_AT: "predicted_at", POSTPROCESSING: "postprocessing", QA_FLAGS: "qa_flags"}  # fmt: skip
-    metadata = {}
-    for key, record_key in from_record.items():
-        value = attribute(key) if attribute(key) else record.get(record_key)
-        metadata[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
-    if labels is None and predicted_landmarks is None and not any(metadata.values()):
+def prediction_from_attributes(
+    attributes: Mapping[str, str | None], labels: Volume | None = None, landmarks: PointSet | None = None
+) -> Prediction | None:
+    """The prediction that scene-contract attribute values describe (``MODEL_FOLDER``, ``PRESET``, ...;
+    lists as JSON text), with its label map and landmarks where known; None when nothing is known."""
+    values = {field_name: attributes.get(key) or None for key, field_name in PREDICTION_ATTRIBUTES.items()}
+    if labels is None and landmarks is None and not any(values.values()):
         return None
     return Prediction(
         labels=labels,
-        landmarks=predicted_landmarks,
-        model_folder=metadata[MODEL_FOLDER],
-        model_sha256=metadata[MODEL_SHA256],
-        preset=metadata[PRESET],
-        predicted_at=metadata[PREDICTED_AT],
-        postprocessing=json.loads(metadata[POSTPROCESSING] or "[]"),
-        qa_flags=json.loads(metadata[QA_FLAGS] or "[]"),
+        landmarks=landmarks,
+        model_folder=values["model_folder"],
+        model_sha256=values["model_sha256"],
+        preset=values["preset"],
+        predicted_at=values["predicted_at"],
+        postprocessing=json.loads(values["postprocessing"] or "[]"),
+        qa_flags=json.loads(values["qa_flags"] or "[]"),
     )
 
 
-def read_label_file(path: Path, image: Volume) -> Volume:
-    """A standard label map from a ``.seg.nrrd`` (values by segment name) or a plain label map, on the image grid."""
+def read_prediction_labels(path: Path, grid: ImageGeometry) -> Volume:
+    """The model's unedited label map from a file, on the CT's grid, to measure the correction against."""
     if not path.is_file():
         raise FileNotFoundError(f"Prediction file {path} does not exist.")
-    if path.name.endswith(".seg.nrrd"):
-        from .study_import import read_segmentation_file
-
-        labels = read_segmentation_file(path)
-    else:
-        labels = Volume.from_sitk(sitk.ReadImage(str(path)))
-    if not labels.geometry.same_grid(image.geometry):
-        raise ValueError(
-            f"Prediction {path.name} is not on the CT's voxel grid, so it cannot be compared voxel by voxel."
-        )
-    return labels
+    return read_labels(path, grid=grid)
 
 
 # ---------------------------------------------------------------------------
@@ -435,6 +367,12 @@ def describe_export(dataset_folder: Path | str, case_id: str, split: str = "trai
     return f"New case {case_id} in a dataset of {count} training cases. Files: {paths}."
 
 
+
+# ---------------------------------------------------------------------------
+# Files to dataset
+# ---------------------------------------------------------------------------
+
+
 def export_from_files(
     image: Path | str,
     segmentation: Path | str,
@@ -442,35 +380,41 @@ def export_from_files(
     case_id: str,
     landmarks: Path | str | None = None,
     landmark_file_coordinate_system: CoordinateSystem | None = None,
-    prediction_attributes: Mapping[str, str] | None = None,
+    prediction_attributes: Mapping[str, object] | None = None,
+    segment_names: Mapping[str, str] | None = None,
+    label_values: Mapping[int, str] | None = None,
     **options,
 ) -> ExportResult:
-    """:func:`export_from_scene` for files on disk (the command line): CT, segmentation, optional
-    landmarks (``.mrk.json``, or a CSV in a declared or stated system). ``prediction_attributes``
-    (``PREDICTION_FILE``, ``MODEL_FOLDER``, ... to values) describe the prediction it started from."""
-    from SternumLandmarksLib.markups import create_landmarks_node, read_markups, set_landmark_positions
+    """:func:`export_case` for files on disk (the command line): CT, segmentation, optional landmarks
+    (``.mrk.json``, or a CSV in a declared or stated system). ``prediction_attributes``
+    (``PREDICTION_FILE``, ``MODEL_FOLDER``, ... to values) describe the prediction it started from.
 
-    from .landmark_files import read_landmarks_csv
-    from .mrml import close_scene, new_scene
-    from .segmentation_nodes import read_segmentation
-    from .volume_nodes import load_volume_node
-
-    scene = new_scene()
-    try:
-        volume_node = load_volume_node(scene, image)
-        segmentation_node = read_segmentation(scene, segmentation)
-        landmarks_node = None
-        if landmarks is not None and str(landmarks).endswith(".csv"):
-            points = protocol_subset(read_landmarks_csv(landmarks, landmark_file_coordinate_system))
-            landmarks_node = create_landmarks_node(scene)
-            set_landmark_positions(landmarks_node, points)
-        elif landmarks is not None:
-            landmarks_node = read_markups(scene, landmarks)
-        for key, value in (prediction_attributes or {}).items():
-            if value is not None:
-                segmentation_node.SetAttribute(key, str(value))
-        return export_from_scene(
-            volume_node, segmentation_node, dataset_folder, case_id, landmarks_node=landmarks_node, **options
+    A ``.seg.nrrd`` is read by segment name (``segment_names`` maps other names); a plain label map
+    by value: the standard values 1-4, or ``label_values`` (e.g. ``{5: "Cartilage"}``). The labels
+    must lie on the CT's grid, up to whole voxels (see ``image_files.on_image_grid``)."""
+    segmentation = Path(segmentation)
+    if not segmentation.is_file():
+        raise FileNotFoundError(f"Segmentation file {segmentation} does not exist.")
+    ct, source = read_ct_with_source(Path(image))
+    if label_values and check_segmentation_file(segmentation):
+        raise ValueError(
+            f"{segmentation.name} has named segments, which are matched by name; --label-value is for plain "
+            "label maps. Map other segment names with --alias NAME=STANDARD."
         )
-    finally:
-        close_scene(scene)
+    labels = read_labels(segmentation, segment_names, label_values, grid=ct.geometry)
+    points = None if landmarks is None else _read_landmark_file(Path(landmarks), landmark_file_coordinate_system)
+    attributes = {key: str(value) for key, value in (prediction_attributes or {}).items() if value is not None}
+    predicted = attributes.get(PREDICTION_FILE)
+    prediction = prediction_from_attributes(
+        attributes, read_prediction_labels(Path(predicted), ct.geometry) if predicted else None
+    )
+    return export_case(dataset_folder, case_id, ct, labels, points, prediction=prediction, source=source, **options)
+
+
+def _read_landmark_file(path: Path, coordinate_system: CoordinateSystem | None) -> PointSet:
+    """The protocol's landmarks (LPS) from a CSV, in its declared or the stated system; all points of a markups file."""
+    if path.name.endswith(".csv"):
+        return protocol_subset(read_landmarks_csv(path, coordinate_system)).to("LPS")
+    from .markups import read_landmarks_markups  # MRML (slicer-core), needed only for .mrk.json
+
+    return read_landmarks_markups(path, "LPS")

@@ -75,6 +75,16 @@ def close_scene(scene: slicer.vtkMRMLScene) -> None:
 
 
 @contextlib.contextmanager
+def headless_scene() -> Iterator[slicer.vtkMRMLScene]:
+    """A :func:`new_scene` for one read or write without a user scene, closed on leaving the block."""
+    scene = new_scene()
+    try:
+        yield scene
+    finally:
+        close_scene(scene)
+
+
+@contextlib.contextmanager
 def scratch_nodes(scene: slicer.vtkMRMLScene) -> Iterator[list]:
     """Remove, on leaving the block, every node added to ``scene`` inside it.
 

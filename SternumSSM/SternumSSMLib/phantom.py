@@ -891,3 +891,101 @@ def with_orientation(params: PhantomParameters, direction_lps: np.ndarray, spaci
     """The same anatomy on another grid: new axis directions (LPS columns) and optionally spacing."""
     direction = tuple(tuple(float(v) for v in row) for row in np.asarray(direction_lps, float))
     return replace(params, direction_lps=direction, spacing=tuple(spacing) if spacing is not None else params.spacing)
+
+
+# --------------------------------------------------------------------------- shape-model ground truth
+
+# Knobs that change the sternum's geometry (tilt changes only its pose: the whole sternum rotates).
+SHAPE_KNOBS = ("manubrium_body_ratio", "sternal_tilt_deg", "sternal_angle_deg", "body_size")
+# Truth points stay this far from the joint planes: those cut the faces obliquely and a closed
+# surface bridges the joint space, so near them "the surface" differs between fused and separate joints.
+_JOINT_MARGIN_MM = 3.0
+
+
+def sternum_surface_coordinates(along: int = 24, across: int = 9) -> np.ndarray:
+    """Parametric coordinates of true surface points on manubrium plus sternal body, one row each.
+
+    Columns: part (0 manubrium, 1 body), s in [0, 1] down the part (top edge or joint margin to
+    joint margin), t in [-1, 1] across it (-1 the right rim, +1 the left rim, as fractions of the
+    local half-width) and face (+1 anterior, -1 posterior). The same rows mean the same
+    anatomical places on every phantom: :func:`sternum_surface_truth` maps them to LPS points.
+    """
+    s, t = np.linspace(0.0, 1.0, along), np.linspace(-1.0, 1.0, across)
+    rows = [(part, a, b, face) for part in (0, 1) for face in (1.0, -1.0) for a in s for b in t]
+    return np.array(rows, dtype=float)
+
+
+def sternum_surface_truth(params: PhantomParameters, coordinates: np.ndarray) -> np.ndarray:
+    """LPS points (N, 3) of the phantom's manubrium/body surface at parametric ``coordinates``.
+
+    The points lie on the rendered anatomy (the rounded plate that :func:`generate_phantom`
+    rasterises), so the same coordinates give corresponding points on every phantom.
+    """
+    params.validate()
+    sternum = _Thorax(params, np.random.default_rng(params.seed)).sternum
+    coordinates = np.asarray(coordinates, dtype=float)
+    points = np.empty((len(coordinates), 3))
+    for part_index, part in enumerate((sternum.manubrium, sternum.body)):
+        rows = coordinates[:, 0] == part_index
+        if rows.any():
+            points[rows] = _part_surface_points(sternum, part, *coordinates[rows, 1:].T)
+    return points
+
+
+def _part_surface_points(sternum: _Sternum, part: _SternalPart, s, t, face) -> np.ndarray:
+    if part is sternum.manubrium:
+        end = sternum._edge_u(part, sternum.joint_ms, upper=True) - _JOINT_MARGIN_MM
+        start_at = part.top_edge  # the top edge dips at the jugular notch: where u starts depends on v
+    else:
+        start = sternum._edge_u(part, sternum.joint_ms, upper=False) + _JOINT_MARGIN_MM
+        end = sternum._edge_u(part, sternum.joint_xs, upper=True) - _JOINT_MARGIN_MM
+
+        def start_at(v):
+            return np.full_like(v, start)
+
+    u = np.full_like(s, 0.5 * end)
+    for _ in range(8):  # fixed point of u = start(v(u)) + s (end - start(v(u))); the top edge is flat enough
+        half_width = np.where(t < 0, part.half_width["right"](u), part.half_width["left"](u))
+        v = t * half_width
+        u_start = start_at(v)
+        u = u_start + s * (end - u_start)
+    raster, u0, v0, step = part.outline_raster()
+    distance = ndimage.map_coordinates(raster, [(u - u0) / step, (v - v0) / step], order=1, cval=0.0)
+    half = 0.5 * part.thickness(u)
+    # The rounded plate of _rounded_plate, on its boundary: |w| = h * sqrt(1 - (1 - min(d/h, 1))^2).
+    w = face * half * np.sqrt(np.clip(1.0 - (1.0 - np.minimum(distance / half, 1.0)) ** 2, 0.0, None))
+    frame = part.frame
+    return frame.origin + u[:, None] * frame.axis_u + v[:, None] * frame.axis_v + w[:, None] * frame.axis_w
+
+
+def shape_knobs(params: PhantomParameters) -> dict[str, float]:
+    """The values of the sternum's shape knobs (:data:`SHAPE_KNOBS`) for a phantom's parameters."""
+    return {name: float(getattr(params, name)) for name in SHAPE_KNOBS}
+
+
+def sternum_label_map(params: PhantomParameters, margin_mm: float = 8.0) -> Phantom:
+    """Only manubrium, body and xiphoid labels and the landmarks, on a grid around the sternum.
+
+    The same sternum (and scan truncation) as :func:`generate_phantom`, without the CT, ribs and
+    cartilage: fast enough to build shape models from many phantoms at fine spacing. ``image``
+    is the label map too, as there is no CT.
+    """
+    params.validate()
+    thorax = _Thorax(params, np.random.default_rng(params.seed))
+    corners = np.concatenate([part.corners() for part in thorax.sternum.parts])
+    scan_lo, scan_hi = thorax.field_of_view()
+    lo = np.maximum(corners.min(axis=0) - margin_mm, scan_lo)
+    hi = np.minimum(corners.max(axis=0) + margin_mm, scan_hi)
+    geometry = grid_for_box(lo, hi, params.spacing, params.direction_lps)
+    grid = _Grid(geometry)
+    labels = np.zeros(geometry.shape_kji, dtype=np.uint8)
+    scratch_hu = np.zeros(geometry.shape_kji, dtype=np.float32)
+    for part in thorax.sternum.parts:
+        _render_sternal_part(part, grid, scratch_hu, labels)
+    volume = Volume(labels, geometry)
+    return Phantom(
+        image=volume,
+        labels=volume,
+        landmarks=_landmarks(thorax.sternum, default_protocol(), geometry),
+        parameters=params,
+    )

@@ -20,17 +20,21 @@ import slicer
 from .anatomy import label_scheme
 from .geometry import Volume
 from .mrml import scratch_nodes
+from .scene_contract import (
+    SEGMENTATION_RECORD_ATTRIBUTE,
+    SOURCE_VOLUME_REFERENCE,
+    UNCERTAINTY_REFERENCE,
+    UNEDITED_PREDICTION_ATTRIBUTE,
+)
 from .segmentation_nodes import segmentation_from_labelmap
 from .volume_nodes import update_volume_node, volume_node_from_volume
 
-RECORD_ATTRIBUTE = "SternumSSM.PredictionRecord"
-UNEDITED_PREDICTION_ATTRIBUTE = "SternumSSM.PredictionSegmentationID"
-UNCERTAINTY_REFERENCE = "SternumSSM.Uncertainty"
 RerunMode = Literal["replace", "update"]
 # Uncertainty is 1 - top probability: 0 for a sure voxel, at most 0.8 with five classes. The window
 # saturates at 0.5 (a two-way tie), and voxels below the threshold are transparent in the slice views.
 UNCERTAINTY_WINDOW = (0.0, 0.5)
 UNCERTAINTY_THRESHOLD = 0.05
+UNCERTAINTY_OPACITY = 0.4  # the CT stays readable under the overlay
 # Warm colour tables, best first; a scene without any keeps the volume's default grey.
 UNCERTAINTY_COLOR_NODE_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeIron")
 
@@ -59,9 +63,9 @@ def show_prediction(
                     scene.RemoveNode(stale)
         node = segmentation_from_labelmap(scene, labels, name=name)
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
-    node.SetNodeReferenceID("SternumSSM.SourceVolume", reference_volume_node.GetID())
+    node.SetNodeReferenceID(SOURCE_VOLUME_REFERENCE, reference_volume_node.GetID())
     if record is not None:
-        node.SetAttribute(RECORD_ATTRIBUTE, json.dumps(record))
+        node.SetAttribute(SEGMENTATION_RECORD_ATTRIBUTE, json.dumps(record))
     _keep_unedited_copy(scene, node, labels, name)
     return node
 
@@ -94,6 +98,33 @@ def show_uncertainty(
     return node
 
 
+def prediction_for(
+    scene: slicer.vtkMRMLScene, reference_volume_node: slicer.vtkMRMLScalarVolumeNode
+) -> slicer.vtkMRMLSegmentationNode | None:
+    """The predicted segmentation (not its hidden unedited copy) of this CT, if the scene has one."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSegmentationNode")
+        if node.GetNodeReference(SOURCE_VOLUME_REFERENCE) is reference_volume_node:
+            return node
+    return None
+
+
+def set_uncertainty_visible(
+    scene: slicer.vtkMRMLScene, reference_volume_node: slicer.vtkMRMLScalarVolumeNode, visible: bool
+) -> None:
+    """Show the CT's uncertainty volume as every slice view's foreground, or take it out of them."""
+    node = uncertainty_node(reference_volume_node)
+    if node is None:
+        return
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if visible:
+            composite.SetForegroundVolumeID(node.GetID())
+            composite.SetForegroundOpacity(UNCERTAINTY_OPACITY)
+        elif composite.GetForegroundVolumeID() == node.GetID():
+            composite.SetForegroundVolumeID(None)
+
+
 def uncertainty_node(reference_volume_node: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkMRMLScalarVolumeNode | None:
     """The uncertainty volume node of the CT's last prediction, if any."""
     return reference_volume_node.GetNodeReference(UNCERTAINTY_REFERENCE)
@@ -113,7 +144,7 @@ def _keep_unedited_copy(scene, node, labels: Volume, name: str) -> None:
 
 def prediction_record(node: slicer.vtkMRMLSegmentationNode) -> dict | None:
     """The record stored with a predicted segmentation (model hash, preset, flags, ...), if any."""
-    text = node.GetAttribute(RECORD_ATTRIBUTE)
+    text = node.GetAttribute(SEGMENTATION_RECORD_ATTRIBUTE)
     return json.loads(text) if text else None
 
 

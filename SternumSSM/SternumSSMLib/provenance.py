@@ -20,11 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from .anatomy import label_scheme
-from .dataset import sha256_file
 from .geometry import PointSet, Volume
 
 TOOL_NAME = "sternum-ssm"
 _SKIPPED_PARTS = {"__pycache__", ".git"}
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    _add_file(digest, Path(path))
+    return digest.hexdigest()
+
+
+def _add_file(digest: hashlib._Hash, path: Path) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 def tool_version() -> dict[str, str]:
@@ -44,6 +55,25 @@ def volume_sha256(volume: Volume) -> str:
     for values in (geometry.origin_lps, geometry.spacing, geometry.direction_lps.ravel()):
         digest.update(np.round(np.asarray(values, dtype=float), 6).tobytes())
     digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def model_id(folder: Path | str, checkpoint_name: str = "checkpoint_final.pth") -> str:
+    """The one id of an nnU-Net model folder, as the module, ``predict``, the batch and the export record it.
+
+    SHA-256 over dataset.json, plans.json and every ``fold_<n>/<checkpoint_name>``, each file's name and then
+    its bytes. Notes, evaluations and validation outputs beside them leave the id alone, and so does the
+    preset: one model is one id whichever folds a run used (the record's preset says which).
+    """
+    folder = Path(folder)
+    files = [folder / "dataset.json", folder / "plans.json", *sorted(folder.glob(f"fold_*/{checkpoint_name}"))]
+    files = [file for file in files if file.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no dataset.json, plans.json or fold_*/{checkpoint_name}.")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        _add_file(digest, file)
     return digest.hexdigest()
 
 

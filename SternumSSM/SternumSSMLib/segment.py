@@ -54,7 +54,7 @@ def segment_ct(
             uncertainty = paste(
                 Volume(np.zeros(image.geometry.shape_kji, np.float32), image.geometry), uncertainty, slices
             )
-    flags = qa_flags(cleaned)
+    flags = qa_flags(cleaned, ct=image)
     record = prediction.record | {
         "predicted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "roi_lps": None if roi is None else {"lo": roi.lo_lps.tolist(), "hi": roi.hi_lps.tolist()},

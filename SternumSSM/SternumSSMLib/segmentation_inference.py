@@ -6,6 +6,11 @@ model was trained in (LPS-like, the closest signed permutation), predicted, and 
 Results come back on the input grid with our standard label values, whatever values the
 model's ``dataset.json`` uses: its labels are matched to the anatomy **by name**.
 
+Around the network the work follows nnU-Net's own preprocessing and export, with changes that leave
+the model folder untouched (:func:`_inference_configuration`, :func:`_argmax_on_grid`): resampling is
+nnU-Net's torch resampling (for the CT itself only in the fast preset), and the labels come from the
+argmax at network resolution, with logits interpolated only where a cell's labels differ.
+
 Checkpoints are pickles and loading one can run code. The loader here uses
 ``torch.load(weights_only=True)``; a model folder whose checkpoint needs full unpickling is
 refused unless the caller states that it trusts the folder.
@@ -13,22 +18,28 @@ refused unless the caller states that it trusts the folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import product
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .anatomy import label_scheme
+from .devices import DEVICES, Device, resolve_device
 from .geometry import ImageGeometry, Volume
+from .provenance import model_id
+
+if TYPE_CHECKING:
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 Preset = Literal["fast", "accurate"]
-Device = Literal["auto", "cuda", "mps", "cpu"]
+InputResampling = Literal["torch", "plans"]
 ProgressCallback = Callable[[int, int], None]
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "SternumPhantomDemo"
@@ -91,18 +102,6 @@ class ModelFolder:
             _map_labels(documents["dataset.json"], path),
         )
 
-    def fingerprint(self, folds: tuple[str, ...], checkpoint_name: str = "checkpoint_final.pth") -> str:
-        """SHA-256 over dataset.json, plans.json and the checkpoints of ``folds``: the model's provenance id."""
-        digest = hashlib.sha256()
-        files = [self.path / "dataset.json", self.path / "plans.json"]
-        files += [self.path / f"fold_{fold}" / checkpoint_name for fold in folds]
-        for file in files:
-            digest.update(file.name.encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        return digest.hexdigest()
-
 
 def _map_labels(dataset_json: dict, path: Path) -> dict[int, int]:
     """Model label value -> our label value, matched by normalised name."""
@@ -135,7 +134,9 @@ def _map_labels(dataset_json: dict, path: Path) -> dict[int, int]:
 class PredictionSettings:
     """How to run a model. A preset fills in what is left as None; explicit values win.
 
-    fast: one fold, no mirroring, tile step 0.8. accurate: all folds, mirroring as trained, tile step 0.5.
+    fast: one fold, no mirroring, tile step 0.8, the CT resampled to the network's grid by nnU-Net's torch
+    resampling (linear; the labels move a little, see :func:`_inference_configuration`). accurate: all folds,
+    mirroring as trained, tile step 0.5, the CT resampled as the model's plans name it (as it was trained).
     """
 
     preset: Preset = "fast"
@@ -144,14 +145,17 @@ class PredictionSettings:
     checkpoint_name: str = "checkpoint_final.pth"
     tile_step_size: float | None = None
     use_mirroring: bool | None = None
+    input_resampling: InputResampling | None = None
     trust_pickled_checkpoint: bool = False
 
     def validate(self) -> None:
         problems = []
         if self.preset not in ("fast", "accurate"):
             problems.append(f"preset {self.preset!r} must be 'fast' or 'accurate'")
-        if self.device not in ("auto", "cuda", "mps", "cpu"):
-            problems.append(f"device {self.device!r} must be auto, cuda, mps or cpu")
+        if self.device not in DEVICES:
+            problems.append(f"device {self.device!r} must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+        if self.input_resampling not in (None, "torch", "plans"):
+            problems.append(f"input_resampling {self.input_resampling!r} must be 'torch' or 'plans'")
         if self.tile_step_size is not None and not 0.1 <= self.tile_step_size <= 1.0:
             problems.append(f"tile_step_size {self.tile_step_size} must lie in 0.1..1")
         if problems:
@@ -170,21 +174,8 @@ class PredictionSettings:
             folds=tuple(folds),
             tile_step_size=self.tile_step_size if self.tile_step_size is not None else (0.8 if fast else 0.5),
             use_mirroring=self.use_mirroring if self.use_mirroring is not None else not fast,
+            input_resampling=self.input_resampling or ("torch" if fast else "plans"),
         )
-
-
-def resolve_device(device: Device):
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("Device 'cuda' was requested but no CUDA GPU is available; choose 'auto' or 'cpu'.")
-    return torch.device(device)
 
 
 @dataclass
@@ -197,7 +188,11 @@ class SegmentationResult:
     record: dict = field(default_factory=dict)
 
 
-def _validate_input(volume: Volume) -> None:
+def check_ct_volume(volume: Volume) -> None:
+    """Refuse what cannot be a CT: not 3D, a single slice, not numbers, NaN, or one value everywhere.
+
+    Segmentation and the dataset export share these checks, so nothing enters a training set
+    that ``predict`` would refuse."""
     array = volume.array
     if array.ndim != 3:
         raise ValueError(f"The CT must be a 3D scalar volume; got an array of shape {array.shape}.")
@@ -210,7 +205,10 @@ def _validate_input(volume: Volume) -> None:
             f"The CT holds {int(np.sum(~np.isfinite(array)))} NaN or infinite voxels; fix or mask them first."
         )
     if array.min() == array.max():
-        raise ValueError("The CT is empty: every voxel has the same value.")
+        raise ValueError(
+            f"The CT is empty: every voxel has the value {array.flat[0]}. Check that the right file was given "
+            "(a constant image usually means a failed conversion or an empty series)."
+        )
 
 
 def _axes_to_lps(geometry: ImageGeometry) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
@@ -249,7 +247,7 @@ class SegmentationModel:
         self.settings = settings or PredictionSettings()
         self.folder = ModelFolder.open(model_folder or BUNDLED_MODEL, self.settings.checkpoint_name)
         self.settings = self.settings.resolve(self.folder)
-        self.model_hash = self.folder.fingerprint(self.settings.folds, self.settings.checkpoint_name)
+        self.model_hash = model_id(self.folder.path, self.settings.checkpoint_name)
         started = time.perf_counter()
         self._predictor = self._load()
         self.load_seconds = time.perf_counter() - started
@@ -321,16 +319,14 @@ class SegmentationModel:
         return_uncertainty: bool = False,
     ) -> SegmentationResult:
         """Segment one CT; ``progress(done, total)`` counts tiles, ``cancel()`` stops within one tile."""
-        _validate_input(volume)
+        check_ct_volume(volume)
         started = time.perf_counter()
         array, spacing, back = to_model_axes(volume)
         self._predictor.progress = progress
         self._predictor.cancel = cancel
         self._predictor.tiles_done = 0
         try:
-            labels, probabilities = self._predictor.predict_single_npy_array(
-                array[None].astype(np.float32), {"spacing": list(spacing)}, None, None, True
-            )
+            labels, probabilities = self._predict_model_axes(array, spacing, return_probabilities or return_uncertainty)
         finally:
             self._predictor.progress = self._predictor.cancel = None
         lookup = np.zeros(max(int(labels.max()), max(self.folder.label_mapping)) + 1, dtype=np.uint8)
@@ -350,10 +346,135 @@ class SegmentationModel:
             "tile_step_size": self.settings.tile_step_size,
             "mirroring": bool(self.settings.use_mirroring and self.mirroring_axes),
             "device": str(self._predictor.device),
+            "input_resampling": self.settings.input_resampling,
             "seconds": round(time.perf_counter() - started, 3),
             "tiles": self._predictor.tiles_done,
         }
         return result
+
+    def _predict_model_axes(self, array: np.ndarray, spacing: tuple[float, ...], with_probabilities: bool):
+        """nnU-Net's preprocessing, sliding window and export on an array in the model's axes: labels (model
+        values) on the array's grid, and the class probabilities there when asked for (else None)."""
+        import torch
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        predictor = self._predictor
+        configuration = _inference_configuration(
+            predictor.configuration_manager, torch.get_num_threads(), self.settings.input_resampling
+        )
+        # run_case_npy makes the float32 copy itself
+        data, _, properties = configuration.preprocessor_class(verbose=False).run_case_npy(
+            array[None],
+            None,
+            {"spacing": list(spacing)},
+            predictor.plans_manager,
+            configuration,
+            predictor.dataset_json,
+        )
+        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        if with_probabilities:
+            return convert_predicted_logits_to_segmentation_with_correct_shape(
+                logits,
+                predictor.plans_manager,
+                configuration,
+                predictor.label_manager,
+                properties,
+                True,
+                torch.get_num_threads(),
+            )
+        return _labels_on_input_grid(logits, configuration, predictor.plans_manager, properties), None
+
+
+def _inference_configuration(
+    configuration: ConfigurationManager, threads: int, input_resampling: InputResampling
+) -> ConfigurationManager:
+    """The model's configuration with nnU-Net's torch resampling (``resample_torch_fornnunet``, ``threads``).
+
+    The bundled model's plans, like most, name nnU-Net's default ``resample_data_or_seg_to_shape``: scipy on
+    one core, 31 s of a 61 s real-size prediction. nnU-Net 2.8.1 picks resampling functions by their names in
+    the plans, so they are swapped here, at prediction time; the model folder (and its hash) stays as trained.
+    - Probabilities go back to the CT's grid by torch (linear, as the plans' order-1 scipy): same labels.
+    - The CT goes to the network's grid by torch only with ``input_resampling="torch"``: linear where the
+      model was trained on cubic splines, so labels move (total Dice 0.98 against the plans' resampling on a
+      real-size CT; bench/bench_realsize_ct.py). With "plans" it is resampled as trained.
+    - The segmentation the preprocessor resamples is the nonzero mask, unused without a cascade: not resampled.
+    """
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    torch_resampling = {"is_seg": False, "force_separate_z": None, "num_threads": threads}
+    swapped = {
+        "resampling_fn_probabilities": "resample_torch_fornnunet",
+        "resampling_fn_probabilities_kwargs": torch_resampling,
+        "resampling_fn_seg": "no_resampling_hack",
+        "resampling_fn_seg_kwargs": {},
+    }
+    if input_resampling == "torch":
+        swapped |= {"resampling_fn_data": "resample_torch_fornnunet", "resampling_fn_data_kwargs": torch_resampling}
+    return ConfigurationManager(configuration.configuration | swapped)
+
+
+def _labels_on_input_grid(
+    logits: torch.Tensor, configuration: ConfigurationManager, plans_manager, properties: dict
+) -> np.ndarray:
+    """nnU-Net's export (``convert_predicted_logits_to_segmentation_with_correct_shape``) without probabilities:
+    the argmax of the logits resampled to the cropped input, put back into the uncropped, untransposed grid."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+    from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+
+    input_spacing = [properties["spacing"][axis] for axis in plans_manager.transpose_forward]
+    # resample_torch_fornnunet's own choice: linear on every axis, or nearest along a thick-slice axis
+    separate, thick_axis = determine_do_sep_z_and_axis(None, configuration.spacing, input_spacing)
+    nearest_axes = {int(thick_axis)} if separate else set()
+    cropped = _argmax_on_grid(logits.numpy(), properties["shape_after_cropping_and_before_resampling"], nearest_axes)
+    labels = np.zeros(properties["shape_before_cropping"], dtype=np.uint8)
+    labels = insert_crop_into_image(labels, cropped, properties["bbox_used_for_cropping"])
+    return labels.transpose(plans_manager.transpose_backward)
+
+
+def _source_indices(size_in: int, size_out: int, nearest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis, for each output index: the two input indices it interpolates between and the weight of
+    the second, as torch's ``interpolate`` computes them (align_corners=False; 'nearest-exact' if ``nearest``)."""
+    out = np.arange(size_out)
+    scale = size_in / size_out
+    if nearest:
+        first = np.minimum(np.floor((out + 0.5) * scale).astype(np.int64), size_in - 1)
+        return first, first, np.zeros(size_out, dtype=np.float32)
+    source = np.maximum((out + 0.5) * scale - 0.5, 0.0)
+    first = source.astype(np.int64)
+    return first, np.minimum(first + 1, size_in - 1), (source - first).astype(np.float32)
+
+
+def _argmax_on_grid(logits: np.ndarray, shape: tuple[int, ...], nearest_axes: set[int]) -> np.ndarray:
+    """The argmax of ``logits`` [class, z, y, x] linearly resampled to ``shape``, from the argmax at their own grid.
+
+    Each resampled voxel is a weighted mean of a cell of 2x2x2 logit vectors (one along a 'nearest' axis). If the
+    corners of its cell share one argmax, the mean has that argmax too, so only voxels in cells whose corners
+    disagree, along the labels' borders, are interpolated: the labels of resampling every logit map, without
+    the full-resolution float maps (1.4 GB and most of the time for a 512x470x297 CT).
+    """
+    coarse = logits.argmax(0).astype(np.uint8)
+    per_axis = [_source_indices(coarse.shape[a], shape[a], a in nearest_axes) for a in range(3)]
+    steps = [0 if a in nearest_axes else 1 for a in range(3)]
+    padded = np.pad(coarse, [(0, step) for step in steps], mode="edge")
+    lowest, highest = coarse.copy(), coarse.copy()
+    for shift in product(*(range(step + 1) for step in steps)):
+        corner = padded[tuple(slice(d, d + n) for d, n in zip(shift, coarse.shape, strict=True))]
+        np.minimum(lowest, corner, out=lowest)
+        np.maximum(highest, corner, out=highest)
+    cells = np.ix_(*(first for first, _, _ in per_axis))
+    labels = coarse[cells]
+    border = np.nonzero((lowest != highest)[cells])
+    mean = np.zeros((logits.shape[0], len(border[0])), dtype=np.float32)
+    for corner in product((0, 1), repeat=3):
+        weight = np.ones(len(border[0]), dtype=np.float32)
+        index = []
+        for axis, (first, second, fraction) in enumerate(per_axis):
+            at = border[axis]
+            weight *= fraction[at] if corner[axis] else 1.0 - fraction[at]
+            index.append((second if corner[axis] else first)[at])
+        mean += weight * logits[:, index[0], index[1], index[2]]
+    labels[border] = mean.argmax(0)
+    return labels
 
 
 def _build_network(trainer_name: str, plans_manager, configuration, dataset_json: dict):

@@ -16,10 +16,9 @@ import slicer
 from .anatomy import label_scheme
 from .atomic import atomic_output_path
 from .geometry import ImageGeometry, Volume
-from .mrml import module_logic, scratch_nodes
+from .image_files import SEGMENTATION_SUFFIX
+from .mrml import headless_scene, module_logic, scratch_nodes
 from .volume_nodes import volume_from_node, volume_node_from_volume
-
-SEGMENTATION_SUFFIX = ".seg.nrrd"
 
 
 def segmentation_from_labelmap(
@@ -111,6 +110,12 @@ def write_segmentation(
         if not storage.WriteData(standard_node):
             raise OSError(f"Writing the segmentation to {path} failed; the writer's messages are in the log above.")
     return path
+
+
+def write_segmentation_file(labels: Volume, path: Path | str, name: str) -> Path:
+    """A standard label map as a ``.seg.nrrd`` (see :func:`write_segmentation`), without a user scene."""
+    with headless_scene() as scene:
+        return write_segmentation(segmentation_from_labelmap(scene, labels, name=name), path)
 
 
 def read_segmentation(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRMLSegmentationNode:

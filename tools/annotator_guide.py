@@ -13,7 +13,7 @@ Five steps, one PNG each, drawn with the project's headless renderer (:func:`Ste
 The steps' logic (:func:`correction_step`, :func:`drag_step`, :func:`export_step`) is separate
 from the drawing so that it can be tested without a model or a picture::
 
-    python -m SternumLandmarksLib.annotator_guide --output Resources/Guide [--landmark-model DIR]
+    .venv/bin/python tools/annotator_guide.py --output Resources/Guide [--landmark-model DIR]
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from SternumLandmarksLib.landmark_qa import LandmarkQA, LandmarkQAContext, snap_to_surface
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import PointSet, Volume
 from SternumSSMLib.phantom import Phantom, generate_phantom, random_parameters
-
-from .landmark_qa import LandmarkQA, LandmarkQAContext, snap_to_surface
 
 PICTURES = ("1_segment.png", "2_correct.png", "3_place_landmarks.png", "4_drag.png", "5_export.png")
 PHANTOM_SEED = 5004
@@ -344,7 +343,7 @@ def make_guide_pictures(
         segmentation_model = SegmentationModel(segmentation_model_folder)
         segment = lambda image: segment_ct(segmentation_model, image)  # noqa: E731
     if place_landmarks is None:
-        from .landmark_prediction import BUNDLED_LANDMARK_MODEL, LandmarkModel
+        from SternumLandmarksLib.landmark_prediction import BUNDLED_LANDMARK_MODEL, LandmarkModel
 
         landmark_model = LandmarkModel(landmark_model_folder or BUNDLED_LANDMARK_MODEL)
         place_landmarks = lambda labels: landmark_model.predict(labels, phantom.image)  # noqa: E731

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-from SternumSSMLib.anatomy import LandmarkProtocol, default_protocol
-from SternumSSMLib.atomic import atomic_output_path
-from SternumSSMLib.geometry import CoordinateSystem, PointSet
-from SternumSSMLib.mrml import module_logic
 from vtkmodules.vtkCommonDataModel import vtkVector3d
+
+from .anatomy import LandmarkProtocol, default_protocol
+from .atomic import atomic_output_path
+from .geometry import CoordinateSystem, PointSet
+from .mrml import headless_scene, module_logic
 
 MARKUPS_SUFFIX = ".mrk.json"
 
@@ -107,15 +108,10 @@ def write_markups(node: slicer.vtkMRMLMarkupsNode, path: Path | str, overwrite: 
 
 def write_landmarks_markups(points: PointSet, path: Path | str, overwrite: bool = False) -> Path:
     """Write protocol landmarks (LPS or RAS, NaN = unplaced) to a ``.mrk.json`` without a user scene."""
-    from SternumSSMLib.mrml import close_scene, new_scene
-
-    scene = new_scene()
-    try:
+    with headless_scene() as scene:
         node = create_landmarks_node(scene, name=Path(path).name.split(".")[0])
         set_landmark_positions(node, points)
         return write_markups(node, path, overwrite=overwrite)
-    finally:
-        close_scene(scene)
 
 
 def read_markups(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRMLMarkupsNode:
@@ -129,6 +125,12 @@ def read_markups(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRML
     if not node_id:
         raise OSError(f"Cannot read markups {path}: {messages.GetAllMessagesAsString() or 'see the log above'}")
     return scene.GetNodeByID(node_id)
+
+
+def read_landmarks_markups(path: Path | str, coordinate_system: CoordinateSystem = "LPS") -> PointSet:
+    """The points of a markups file (world coordinates, NaN = unplaced) without a user scene."""
+    with headless_scene() as scene:
+        return landmark_points(read_markups(scene, path), coordinate_system)
 
 
 def _labels(node: slicer.vtkMRMLMarkupsNode) -> list[str]:

@@ -1,0 +1,1 @@
+"""Statistical shape models of the sternum: surfaces, dense correspondence, GPA, PCA, fitting and export."""
