@@ -113,7 +113,7 @@ def test_labels_agree_with_nnunets_own_path_as_the_plans_name_it(model):
     before = nnunet_plans_labels(model, image)
     as_trained = SegmentationModel(MODEL, PredictionSettings(input_resampling="plans"))
     assert dice_per_class(as_trained.predict(image).labels.array, before)["Total"] > 0.999  # measured: 1 voxel off
-    # The fast preset resamples the CT linearly (torch) where the model was trained on cubic splines. Measured
+    # The fast preset resamples the CT linearly (torch) where the plans name cubic splines (scipy). Measured
     # here: total 0.959, cartilage 0.939, the bones 0.97-0.99; on a real-size CT total 0.978
     # (bench/bench_realsize_ct.py, where the cost against the phantoms' truth is printed too).
     dice = dice_per_class(model.predict(image).labels.array, before)

@@ -109,7 +109,8 @@ class LandmarkPrediction:
     confident: np.ndarray
     duplicates: tuple[tuple[str, str, float], ...]
     record: dict = field(default_factory=dict)
-    # Every heatmap's refined peak in LPS, unplaced ones included (for evaluation, not for the user).
+    # Every heatmap's peak in LPS (sub-voxel, then rim-refined when that ran), unplaced ones included
+    # (for evaluation, not for the user).
     peak_positions_lps: np.ndarray | None = None
     # The same peaks as the network alone placed them, before the rim refinement (None without it).
     first_stage_lps: np.ndarray | None = None

@@ -10,21 +10,22 @@ arclength). Each estimate is located on the rim and searched along it, within
 - superolateral and inferolateral angles: the most convex point (:meth:`Rim.bend_mm`);
 - lower end of the clavicular notch: where the concavity that starts at the superolateral angle
   ends (the next point of the rim's convex hull);
-- costal notches: the most concave point, searched also at the level of the other side's
-  estimate (costal notches pair up across the midline); no notch deeper than
-  ``least_depth_mm`` keeps the estimate;
+- costal notches: the rim's notches (most concave points, at least ``least_depth_mm`` deep)
+  between the lower end of the clavicular notch and the inferolateral angle, matched to the
+  side's costal notches in order, each near its estimate or near the other side's estimate's
+  level (costal notches pair up across the midline); a notch without a match keeps its estimate;
 - manubrium waist: the level where the manubrium is narrowest, both sides together, below
   costal notch 1 and short of the joint with the body;
 - intercostal margins: midway along the rim between their two refined notches;
 - jugular notch, xiphisternal midpoint: where the rim between the two refined angles crosses
   the midline between them.
 
-Each side is walked from the top down, and each search starts ``gap_mm`` past the landmark
-refined before it, so neighbours keep protocol order and never share a spot (the first demo
-network's L03/L04 collapse). A search stays on the landmark's protocol structure (manubrium or
-body, from the label map). The chosen rim positions are finally moved onto the voxel surface at
-right angles to the rim. All of it happens in LPS millimetres, so any scan direction gives the
-same points up to the voxelisation.
+Each side is walked from the top down, each search starting ``gap_mm`` past the landmark refined
+before it, and the notches are matched in order, so neighbours keep protocol order and never share
+a spot (the first demo network's L03/L04 collapse). A search stays on the landmark's protocol
+structure (manubrium or body, from the label map). The chosen rim positions are finally moved onto
+the voxel surface at right angles to the rim. All of it happens in LPS millimetres, so any scan
+direction gives the same points up to the voxelisation.
 """
 
 from __future__ import annotations
@@ -153,14 +154,9 @@ class _Refinement:
         located[defined] = self.rim.samples_of(estimates_lps[defined])
         chosen = located.copy()
         features = [landmark.feature for landmark in self.protocol.landmarks]
-        for side, direction in WALK.items():
+        for side in WALK:
             rows = [n for n, landmark in enumerate(self.protocol.landmarks) if landmark.side == side and defined[n]]
-            previous = UNSET
-            for n in rows[::direction]:
-                if features[n].startswith("intercostal_margin_") or features[n] == "manubrium_waist":
-                    continue  # placed from their neighbours below
-                chosen[n] = self._search(n, located, previous, direction)
-                previous = chosen[n]
+            self._walk_down(rows, side, located, chosen)
         self._place_waists(chosen, [n for n, feature in enumerate(features) if feature == "manubrium_waist"])
         last = len(features) - 1
         for n, feature in enumerate(features):
@@ -174,6 +170,27 @@ class _Refinement:
         refined = np.full_like(estimates_lps, np.nan)
         refined[defined] = self.rim.surface_points(chosen[defined])
         return refined
+
+    def _walk_down(self, rows: list[int], side: str, located: np.ndarray, chosen: np.ndarray) -> None:
+        """Choose the samples of one side's angles, clavicular notch end and costal notches (``rows`` in
+        protocol order); intercostal margins and the waist are placed from their neighbours afterwards."""
+        direction = WALK[side]
+        features = [self.protocol.landmarks[n].feature for n in rows[::direction]]
+        rows = rows[::direction]  # top down
+        notches = [n for n, feature in zip(rows, features, strict=True) if feature.startswith("costal_notch_")]
+        corners = [n for n, feature in zip(rows, features, strict=True) if n not in notches
+                   and not feature.startswith("intercostal_margin_") and feature != "manubrium_waist"]
+        previous = UNSET
+        for n in corners:
+            chosen[n] = previous = self._search(n, located, previous, direction)
+        above = [chosen[n] for n in corners if notches and rows.index(n) < rows.index(notches[0])]
+        below = [chosen[n] for n in corners if notches and rows.index(n) > rows.index(notches[-1])]
+        if above and below:
+            chosen[notches] = self._notches_in_order(notches, located, above[-1], below[0], direction)
+            return
+        previous = above[-1] if above else UNSET  # a truncated scan: no angle to match the notches between
+        for n in notches:
+            chosen[n] = previous = self._search(n, located, previous, direction)
 
     def _search(self, n: int, located: np.ndarray, previous: int, direction: int) -> int:
         """The rim sample for landmark ``n`` walked to in ``direction`` past ``previous``."""
@@ -193,6 +210,52 @@ class _Refinement:
         if feature == "clavicular_notch_inferior" and previous != UNSET:
             return self._hull_vertex_below(previous, samples, direction, self.protocol.landmarks[n].side)
         return int(samples[np.argmin(self.bend[samples])])
+
+    def _notches_in_order(
+        self, rows: list[int], located: np.ndarray, first: int, last: int, direction: int
+    ) -> list[int]:
+        """Rim samples for the costal notches ``rows`` (top down) between the samples ``first`` and ``last``.
+
+        Notches and the rim's candidate notches there are matched in order, each notch to one
+        candidate or to none, for the least summed cost (:func:`_match_in_order`): a candidate costs
+        its distance along the rim from the notch's estimate (or from the other side's estimate's
+        level), less ``scale_mm`` per mm of depth; none costs ``window_mm`` and keeps the estimate.
+        A global match keeps one notch taken for its neighbour from pushing every notch below it
+        one place down.
+        """
+        candidates = self._notch_candidates(first, last, direction)
+        cost = np.full((len(rows), len(candidates)), np.inf)
+        for k, n in enumerate(rows):
+            references = [located[n]]
+            mirror = self._mirror(n)
+            if mirror != UNSET and located[mirror] != UNSET:
+                level = self.rim.frontal_mm[located[mirror], 1]
+                references.append(self._at_level(level, self.protocol.landmarks[n].side, self.structure[n]))
+            for c, candidate in enumerate(candidates):
+                if self.rim.structure[candidate] == self.structure[n]:
+                    distance = min(self._arc_mm(candidate, reference) for reference in references)
+                    cost[k, c] = distance - self.settings.scale_mm * self.bend[candidate]
+        matched = _match_in_order(cost, self.settings.window_mm)
+        return [int(located[n]) if c is None else int(candidates[c]) for n, c in zip(rows, matched, strict=True)]
+
+    def _notch_candidates(self, first: int, last: int, direction: int) -> np.ndarray:
+        """Local maxima of the bend strictly between ``first`` and ``last`` (gap kept), at least
+        ``least_depth_mm`` deep and the gap apart (deepest first), in walking order."""
+        rim, bend, count = self.rim, self.bend, self.rim.count
+        span = int(rim.past(np.array(last), first, direction))
+        samples = (first + direction * np.arange(self.gap, max(span - self.gap + 1, self.gap))) % count
+        peak = (bend[samples] >= bend[(samples - 1) % count]) & (bend[samples] >= bend[(samples + 1) % count])
+        deep = samples[peak & (bend[samples] >= self.settings.least_depth_mm)]
+        kept: list[int] = []
+        for candidate in deep[np.argsort(-bend[deep], kind="stable")]:
+            if all(self._arc_mm(candidate, other) >= self.settings.gap_mm for other in kept):
+                kept.append(int(candidate))
+        return np.array(sorted(kept, key=lambda sample: rim.past(np.array(sample), first, direction)), dtype=int)
+
+    def _arc_mm(self, first: int, second: int) -> float:
+        """The shorter way along the rim between two samples, in mm."""
+        steps = int(self.rim.past(np.array(second), first, 1))
+        return min(steps, self.rim.count - steps) * self.rim.step_mm
 
     def _window(self, centre: int, previous: int, direction: int, structure: int) -> np.ndarray:
         """Rim samples within the window of ``centre``, at least the gap past ``previous``, on ``structure``."""
@@ -279,3 +342,25 @@ def _narrowest_level(margins_mm: list[np.ndarray], step_mm: float) -> float:
     start = lowest - int(np.argmin(near[lowest::-1])) + 1 if not near[: lowest + 1].all() else 0
     stop = lowest + int(np.argmin(near[lowest:])) if not near[lowest:].all() else len(grid)
     return float(0.5 * (grid[start] + grid[stop - 1]))
+
+
+def _match_in_order(cost: np.ndarray, skipped: float) -> list[int | None]:
+    """For each row of ``cost`` (items x candidates, both in order), its candidate or None: the
+    order-keeping match of least summed cost, where an item left without a candidate costs ``skipped``."""
+    items, candidates = cost.shape
+    total = np.zeros((items + 1, candidates + 1))
+    total[1:, 0] = skipped * np.arange(1, items + 1)
+    for k in range(1, items + 1):
+        for c in range(1, candidates + 1):
+            total[k, c] = min(total[k, c - 1], total[k - 1, c - 1] + cost[k - 1, c - 1], total[k - 1, c] + skipped)
+    matched: list[int | None] = [None] * items
+    k, c = items, candidates
+    while k > 0:
+        if c > 0 and total[k, c] == total[k, c - 1]:
+            c -= 1
+        elif c > 0 and total[k, c] == total[k - 1, c - 1] + cost[k - 1, c - 1]:
+            matched[k - 1] = c - 1
+            k, c = k - 1, c - 1
+        else:
+            k -= 1
+    return matched
