@@ -39,8 +39,10 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from SternumSSMLib.prediction_nodes import SOURCE_VOLUME_REFERENCE
+from SternumSSMLib.devices import DEVICES
+from SternumSSMLib.scene_contract import SOURCE_VOLUME_REFERENCE
 from SternumSSMLib.segmentation_panel import RunInputs, SegmentationPanel, export_readiness
+from SternumSSMLib.worklist_panel import WorklistPanel, entry_text
 
 README_URL = "https://github.com/sternum-ssm/SlicerSternumSSM#readme"
 # onReload forgets these so that edits to them take effect without restarting Slicer.
@@ -86,7 +88,7 @@ class SternumSSMParameterNode:
     inputVolume - thorax CT in Hounsfield units.
     modelFolder - trained nnU-Net model folder.
     preset - "fast": one fold, no mirroring; "accurate": all folds with mirroring.
-    device - "auto" picks the GPU when PyTorch sees one.
+    device - "auto" picks a CUDA GPU, then Apple's MPS, then the CPU (``SternumSSMLib.devices``).
     roi - limits the run to a box; left empty (None) the whole volume is segmented.
     rerunMode - a CT that already has a predicted segmentation: "update" swaps its standard segments
         and keeps segments the user added; "replace" removes it and makes a new one.
@@ -96,12 +98,13 @@ class SternumSSMParameterNode:
     caseId, annotator - recorded with the case; a case id is never a patient identifier.
     exportSplit - "train" (imagesTr/labelsTr) or "test" (held out in imagesTs/labelsTs).
     replaceCase - allow a different CT under an existing case id; the old case is archived.
+    batchFolder - output folder of ``sternum-ssm batch``, whose cases the Worklist ranks against datasetFolder.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     modelFolder: Path
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
-    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     roi: vtkMRMLMarkupsROINode
     rerunMode: Annotated[str, Choice(["update", "replace"])] = "update"
     showUncertainty: bool = False
@@ -112,6 +115,7 @@ class SternumSSMParameterNode:
     annotator: str = ""
     exportSplit: Annotated[str, Choice(["train", "test"])] = "train"
     replaceCase: bool = False
+    batchFolder: Path
 
 
 #
@@ -129,6 +133,7 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: SternumSSMParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._shownFlags: list[dict] = []
+        self._shownWorklist: list[str] = []
 
     def onReload(self) -> None:
         """Slicer's reload re-reads only this file; forget the Lib packages too, so that it imports them anew."""
@@ -165,6 +170,8 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.suggestCaseIdButton.connect("clicked(bool)", self.onSuggestCaseId)
         self.ui.datasetSummaryButton.connect("clicked(bool)", self.onDatasetSummary)
+        self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
+        self.ui.refreshWorklistButton.connect("clicked(bool)", self.onRefreshWorklist)
 
         self.initializeParameterNode()
 
@@ -227,6 +234,15 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         canExport, plan = export_readiness(self._parameterNode)
         self.ui.exportButton.enabled = canExport
         self.ui.exportPlanLabel.text = plan
+        canOpen, worklistStatus = self.logic.worklist.readiness(self._parameterNode)
+        self.ui.nextCaseButton.enabled = canOpen
+        self.ui.worklistStatusLabel.text = worklistStatus
+        rows = [entry_text(entry) for entry in self.logic.worklist.entries]
+        if rows != self._shownWorklist:
+            self._shownWorklist = rows
+            self.ui.worklistListWidget.clear()
+            for row in rows:
+                self.ui.worklistListWidget.addItem(row)
 
     def onSegmentButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
@@ -268,6 +284,17 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.exportResultTextEdit.plainText = self.logic.exportToDataset(self._parameterNode)
         self.updateGUI()
 
+    def onNextCase(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot open the next case."), waitCursor=True):
+            if self.logic.worklist.next_case(self._parameterNode) is None:
+                slicer.util.infoDisplay(_("No case is waiting: every predicted case is exported or claimed."))
+        self.updateGUI()
+
+    def onRefreshWorklist(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot read the worklist."), waitCursor=True):
+            self.logic.worklist.ranked(self._parameterNode, refresh=True)
+        self.updateGUI()
+
     def onDatasetSummary(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot summarise the dataset."), waitCursor=True):
             if not self.logic.ensureDependencies("dataset_summary"):
@@ -290,6 +317,7 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.panel = SegmentationPanel(slicer.mrmlScene, slicer.app.temporaryPath)
+        self.worklist = WorklistPanel(slicer.mrmlScene)
 
     def getParameterNode(self) -> SternumSSMParameterNode:
         return SternumSSMParameterNode(super().getParameterNode())
@@ -318,7 +346,8 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
         return suggest_case_id(datasetFolder if datasetFolder and str(datasetFolder) != "." else None)
 
     def exportToDataset(self, parameterNode: SternumSSMParameterNode) -> str:
-        """Export the chosen CT, corrected segmentation and landmarks; returns the summary with correction effort."""
+        """Export the chosen CT, corrected segmentation and landmarks; returns the summary with correction effort.
+        A case opened from the Worklist is then released: it is done."""
         from SternumSSMLib.export_nodes import export_from_scene
 
         if not parameterNode.inputVolume or not parameterNode.exportSegmentation:
@@ -333,7 +362,8 @@ class SternumSSMLogic(ScriptedLoadableModuleLogic):
             split=parameterNode.exportSplit,
             replace=parameterNode.replaceCase,
         )
-        return result.summary()
+        done = self.worklist.exported(parameterNode.inputVolume, parameterNode)
+        return "\n".join(line for line in (result.summary(), done) if line)
 
     def datasetSummary(self, datasetFolder: Path) -> tuple[str, Path]:
         """The summary text and a PNG of correction effort per round (in Slicer's temporary folder)."""

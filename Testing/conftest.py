@@ -11,6 +11,10 @@ import slicer
 from SternumSSMLib.geometry import ImageGeometry, Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.mrml import LOGIC_NAMES, close_scene, module_logic, new_scene
 
+# The Slicer harness's fixtures (harness, hidden_packages) for every test module. Registered here, before any test
+# module imports slicer_harness, so that pytest rewrites its asserts (a test module's own line came too late).
+pytest_plugins = ["slicer_harness"]
+
 
 @pytest.fixture
 def mrml_scene() -> Iterator[slicer.vtkMRMLScene]:

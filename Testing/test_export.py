@@ -250,6 +250,59 @@ def test_cli_export_from_case_files(phantom, tmp_path, capsys):
     assert [r["version"] for r in read_manifest(tmp_path / "ds")] == [1, 2]
 
 
+def test_cli_export_reads_the_run_record_beside_the_prediction(phantom, tmp_path, capsys):
+    """``--prediction X.seg.nrrd`` takes model, preset and time from the ``X.json`` that predict wrote beside it."""
+    from SternumSSMLib.predict_command import write_prediction
+
+    write_case(phantom, tmp_path / "cases", "phantom000")
+    missed = phantom.labels.array.copy()
+    missed[missed == 3] = 0  # the model missed the xiphoid
+    record = {
+        "model_folder": "/models/Dataset501_Sternum", "model_sha256": "d" * 64, "preset": "accurate",
+        "predicted_at": "2026-01-02T03:04:05+00:00", "postprocessing": [{"step": "largest component"}],
+        "qa_flags": [{"code": "missing", "severity": "error", "message": "no Xiphoid", "segment": "Xiphoid"}],
+    }  # fmt: skip
+    predicted = tmp_path / "predictions" / "phantom000.seg.nrrd"
+    predicted.parent.mkdir()
+    write_prediction(Volume(missed, phantom.labels.geometry), record, predicted, predicted.with_name("phantom000.json"))
+    arguments = [
+        "export",
+        "--image", str(tmp_path / "cases/images/phantom000.nrrd"),
+        "--segmentation", str(tmp_path / "cases/labels/phantom000.seg.nrrd"),
+        "--prediction", str(predicted),
+        "--dataset", str(tmp_path / "ds"),
+    ]  # fmt: skip
+
+    assert main([*arguments, "--case-id", "case_0001"]) == 0
+    exported = read_manifest(tmp_path / "ds")[-1]
+    assert exported["prediction"] == {
+        "model_sha256": "d" * 64, "model_name": "Dataset501_Sternum", "preset": "accurate",
+        "predicted_at": record["predicted_at"], "postprocessing": record["postprocessing"],
+        "qa_flags": record["qa_flags"],
+    }  # fmt: skip
+    assert exported["correction"]["segmentation"]["changed_voxels_total"] == int((phantom.labels.array == 3).sum())
+    assert "note" not in capsys.readouterr().err
+
+    # An option given on the command line wins over the record.
+    assert main([*arguments, "--case-id", "case_0002", "--preset", "fast"]) == 0
+    assert read_manifest(tmp_path / "ds")[-1]["prediction"]["preset"] == "fast"
+    assert read_manifest(tmp_path / "ds")[-1]["prediction"]["model_sha256"] == "d" * 64
+
+    # Without the record: today's behaviour, saying what the manifest will not know.
+    predicted.with_name("phantom000.json").unlink()
+    assert main([*arguments, "--case-id", "case_0003", "--preset", "fast"]) == 0
+    err = capsys.readouterr().err
+    assert "no run record" in err and "phantom000.json" in err and "--model-folder, --predicted-at" in err
+    exported = read_manifest(tmp_path / "ds")[-1]
+    assert exported["prediction"]["model_sha256"] is None and exported["prediction"]["preset"] == "fast"
+    assert exported["correction"]["segmentation"]["changed_voxels_total"] > 0
+
+    # A record that is not one is an error naming the file, not a silent fallback.
+    predicted.with_name("phantom000.json").write_text("[1, 2")
+    assert main([*arguments, "--case-id", "case_0004"]) == 2
+    assert "phantom000.json beside the prediction is not a run record" in capsys.readouterr().err
+
+
 def test_summary_groups_correction_effort_by_round(phantom, tmp_path):
     from SternumSSMLib.dataset_summary import dataset_summary, plot_summary, summary_text
 

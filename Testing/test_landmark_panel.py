@@ -21,8 +21,6 @@ from SternumSSMLib.prediction_nodes import show_prediction
 from SternumSSMLib.segmentation_nodes import segmentation_from_labelmap
 from SternumSSMLib.volume_nodes import volume_node_from_volume
 
-pytest_plugins = ["slicer_harness"]
-
 
 @pytest.fixture(scope="module")
 def phantom():

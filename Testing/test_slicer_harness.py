@@ -11,8 +11,6 @@ import pytest
 import slicer
 from slicer_harness import SSM_MODULE_FILE
 
-pytest_plugins = ["slicer_harness"]
-
 
 def wrapper_class():
     from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper

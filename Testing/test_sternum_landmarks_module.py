@@ -20,8 +20,6 @@ from SternumSSMLib.prediction_nodes import show_prediction
 from SternumSSMLib.scene_contract import SOURCE_SEGMENTATION_REFERENCE
 from SternumSSMLib.volume_nodes import volume_node_from_volume
 
-pytest_plugins = ["slicer_harness"]
-
 RUN_TIMEOUT_S = 120.0
 
 

@@ -16,8 +16,6 @@ from SternumShapeModelLib.mesh_io import read_mesh
 from SternumShapeModelLib.shape_panel import CASE_NODE_NAME
 from SternumSSMLib.phantom import random_parameters
 
-pytest_plugins = ["slicer_harness"]
-
 SHAPE_MODULE_FILE = REPOSITORY / "SternumShapeModel" / "SternumShapeModel.py"
 
 

@@ -1,9 +1,11 @@
 """The real SternumSSM module file driven through the annotator's workflow on the real scene (see slicer_harness):
 pick a CT, Segment with the real worker and nnU-Net, QA flags, 3D and views, export, leaving mid-run, first use
-without torch, reload and the module's own self-test."""
+without torch, reload, the module's own self-test, and the Worklist over real batch outputs."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,17 +13,28 @@ import numpy as np
 import pytest
 import slicer
 from slicer_harness import SSM_MODULE_FILE, SlicerHarness, hide_packages
+from SternumLandmarksLib.batch_landmarks import scn_landmark_step
 from SternumSSMLib.anatomy import label_scheme
+from SternumSSMLib.batch import SOURCES
+from SternumSSMLib.batch_case import CaseJob, CaseSteps, SegmentationStep, run_case
+from SternumSSMLib.case_files import write_volume
+from SternumSSMLib.dataset import current_records, read_manifest
+from SternumSSMLib.devices import DEVICES
 from SternumSSMLib.geometry import Volume
+from SternumSSMLib.image_files import file_source, read_ct
+from SternumSSMLib.markups import landmark_points, read_landmarks_markups
 from SternumSSMLib.phantom import generate_phantom, random_parameters
 from SternumSSMLib.prediction_nodes import prediction_for
+from SternumSSMLib.provenance import volume_sha256
 from SternumSSMLib.roi import crop, index_slices
+from SternumSSMLib.scene_contract import PREDICTION_MARKUPS_ID, UNEDITED_PREDICTION_ATTRIBUTE
+from SternumSSMLib.segmentation_inference import BUNDLED_MODEL, PredictionSettings
 from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
 from SternumSSMLib.segmentation_panel import SELF_TEST_BOX, SELF_TEST_SEED
 from SternumSSMLib.views import REVIEW_LAYOUT
-from SternumSSMLib.volume_nodes import volume_node_from_volume
+from SternumSSMLib.volume_nodes import volume_from_node, volume_node_from_volume
+from SternumSSMLib.worklist import CaseClaimedError, claim_case, rank_cases
 
-pytest_plugins = ["slicer_harness"]  # the harness and hidden_packages fixtures
 RUN_TIMEOUT = 240.0
 
 
@@ -32,6 +45,26 @@ def small_ct() -> tuple[Volume, Volume]:
     phantom = generate_phantom(random_parameters(SELF_TEST_SEED, hard_cases=False, spacing=(3.0, 3.0, 3.0)))
     slices = index_slices(phantom.image.geometry, SELF_TEST_BOX)
     return crop(phantom.image, slices), crop(phantom.labels, slices)
+
+
+@pytest.fixture(scope="module")
+def batch_output(tmp_path_factory) -> Path:
+    """A batch output folder written by the batch's own per-case pipeline (the bundled nnU-Net and SCN models,
+    in-process) for two self-test phantoms; tests copy it, since claims are written into it."""
+    folder = tmp_path_factory.mktemp("batch")
+    steps = CaseSteps(
+        SegmentationStep.create(BUNDLED_MODEL, PredictionSettings(device="cpu")), scn_landmark_step(device="cpu")
+    )
+    sources = {}
+    for seed in (SELF_TEST_SEED, SELF_TEST_SEED + 1):
+        phantom = generate_phantom(random_parameters(seed, hard_cases=False, spacing=(3.0, 3.0, 3.0)))
+        ct = write_volume(crop(phantom.image, index_slices(phantom.image.geometry, SELF_TEST_BOX)),
+                          folder.parent / f"ct{seed}.nrrd")  # fmt: skip
+        result = run_case(CaseJob(f"case{seed}", str(ct)), steps, str(folder / "out"))
+        assert result["status"] == "done", result
+        sources[f"case{seed}"] = {"source": str(ct), "series_uid": None}
+    (folder / "out" / SOURCES).write_text(json.dumps(sources))  # what run_batch writes beside the cases
+    return folder / "out"
 
 
 def run_folders(harness: SlicerHarness) -> list[Path]:
@@ -65,6 +98,7 @@ def test_segment_is_enabled_exactly_when_the_inputs_are_valid(harness, small_ct,
     assert "no dataset.json" in widget.ui.statusLabel.text
     widget.ui.modelFolderPathLineEdit.currentPath = ""
     assert widget.ui.segmentButton.enabled
+    assert widget.ui.deviceComboBox.items == list(DEVICES)  # mps included, from the one definition
     assert (
         "5.10" in module.parent.helpText
         and 'href="https://' in module.parent.helpText
@@ -242,3 +276,61 @@ def test_closing_the_scene_mid_run_cancels_it_and_rebinds_a_fresh_parameter_node
     assert widget._parameterNode is not None and widget._parameterNode.inputVolume is None
     assert not widget.ui.segmentButton.enabled and widget.ui.statusLabel.text == "Choose the CT volume to segment."
     assert harness.tick(timeout=0.5) is False and harness.errors() == []
+
+
+@pytest.mark.slow  # the batch_output fixture runs the bundled nnU-Net and SCN models on two phantoms (~20 s)
+def test_worklist_next_case_loads_a_claimed_case_and_export_takes_it_off_the_list(harness, batch_output, tmp_path):
+    batch, dataset = tmp_path / "batch", tmp_path / "Dataset501_Sternum"
+    shutil.copytree(batch_output, batch)
+    _, widget = harness.open(SSM_MODULE_FILE)
+    ui = widget.ui
+    ui.batchFolderPathLineEdit.currentPath = str(batch)
+    ui.datasetFolderPathLineEdit.currentPath = str(dataset)
+    ranked = [entry.case_id for entry in rank_cases(batch, dataset)]
+    assert [item.text().split(" ")[1] for item in ui.worklistListWidget.items] == ranked and len(ranked) == 2
+    assert all("landmark confidence" in item.text() for item in ui.worklistListWidget.items)  # with its reasons
+    assert not ui.nextCaseButton.enabled and "Annotator" in ui.worklistStatusLabel.text
+
+    ui.annotatorLineEdit.text = "Ann"
+    harness.click(ui.nextCaseButton)
+    assert harness.errors() == []
+    first = ui.caseIdLineEdit.text
+    assert first == ranked[0]
+    ct = widget._parameterNode.inputVolume
+    files = {suffix: batch / f"{first}{suffix}" for suffix in (".json", ".seg.nrrd", ".mrk.json")}
+    record = json.loads(files[".json"].read_text())
+    # The CT's voxels are the batch's (same image hash), and its segmentation is linked as its prediction.
+    assert volume_sha256(volume_from_node(ct)) == record["image_sha256"]
+    source = Path(json.loads((batch / SOURCES).read_text())[first]["source"])
+    np.testing.assert_array_equal(volume_from_node(ct).array, read_ct(source).array)
+    segmentation = prediction_for(harness.scene, ct)
+    assert segmentation is widget._parameterNode.exportSegmentation
+    assert segmentation.GetAttribute(UNEDITED_PREDICTION_ATTRIBUTE)
+    landmarks = widget._parameterNode.exportLandmarks
+    expected = read_landmarks_markups(files[".mrk.json"])
+    np.testing.assert_allclose(landmark_points(landmarks).positions, expected.positions, atol=1e-4)
+    assert landmarks.GetAttribute(PREDICTION_MARKUPS_ID)
+    assert "claimed by Ann" in ui.worklistListWidget.item(0).text()
+
+    # A second annotator: the first case is refused to her, Next case gives her the other one.
+    ui.annotatorLineEdit.text = "Bob"
+    with pytest.raises(CaseClaimedError, match="claimed by Ann"):
+        claim_case(batch, first, "Bob")
+    harness.click(ui.nextCaseButton)
+    second = ui.caseIdLineEdit.text
+    assert second == ranked[1] != first and widget._parameterNode.inputVolume is not ct
+
+    # Bob exports his (here uncorrected) case: correction effort is measured against the batch's prediction,
+    # his claim is released and the case leaves the list.
+    harness.click(ui.exportButton)
+    assert harness.errors() == [], harness.errors()
+    (exported,) = current_records(read_manifest(dataset))
+    assert exported["case_id"] == second and exported["annotator"] == "Bob"
+    assert exported["source"] == file_source(Path(json.loads((batch / SOURCES).read_text())[second]["source"]))
+    assert exported["correction"]["segmentation"] and exported["correction"]["landmarks"]["max_mm"] == 0.0
+    assert exported["prediction"]["model_sha256"] == json.loads((batch / f"{second}.json").read_text())["model_sha256"]
+    assert "claim is released" in ui.exportResultTextEdit.plainText
+    assert not (batch / "claims" / f"{second}.json").exists()
+    assert [item.text().split(" ")[1] for item in ui.worklistListWidget.items] == [first]
+    assert "claimed by Ann" in ui.worklistListWidget.item(0).text()
+    assert not ui.nextCaseButton.enabled  # nothing left for Bob

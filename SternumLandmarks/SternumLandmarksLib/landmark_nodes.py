@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import slicer
 from SternumSSMLib.anatomy import LandmarkProtocol, default_protocol
-from SternumSSMLib.markups import create_landmarks_node, landmark_points, set_landmark_positions
+from SternumSSMLib.markups import create_landmarks_node, keep_unedited_copy, landmark_points, set_landmark_positions
 from SternumSSMLib.scene_contract import CONFIDENCE_ATTRIBUTE, LANDMARK_RECORD_ATTRIBUTE, PREDICTION_MARKUPS_ID
 
 if TYPE_CHECKING:
@@ -86,21 +86,8 @@ def show_landmark_prediction(
     confidence = {name: float(value) for name, value in zip(protocol.ids, prediction.confidence, strict=True)}
     node.SetAttribute(CONFIDENCE_ATTRIBUTE, json.dumps(confidence))
     node.SetAttribute(LANDMARK_RECORD_ATTRIBUTE, json.dumps(prediction.record))
-    _keep_unedited_copy(scene, node, prediction, protocol)
+    keep_unedited_copy(scene, node, prediction.landmarks_lps, protocol)
     return node
-
-
-def _keep_unedited_copy(scene, node, prediction: LandmarkPrediction, protocol: LandmarkProtocol) -> None:
-    previous = scene.GetNodeByID(node.GetAttribute(PREDICTION_MARKUPS_ID) or "")
-    if previous is not None:
-        scene.RemoveNode(previous)
-    copy = create_landmarks_node(scene, protocol, name=f"{node.GetName()} (unedited prediction)")
-    set_landmark_positions(copy, prediction.landmarks_lps)
-    copy.SetLocked(True)
-    copy.SetHideFromEditors(True)
-    if copy.GetDisplayNode() is not None:
-        copy.GetDisplayNode().SetVisibility(False)
-    node.SetAttribute(PREDICTION_MARKUPS_ID, copy.GetID())
 
 
 def unedited_prediction(node: slicer.vtkMRMLMarkupsFiducialNode) -> slicer.vtkMRMLMarkupsFiducialNode | None:

@@ -128,15 +128,34 @@ def _pairs(items: list[str], convert_key=str) -> dict:
     return pairs
 
 
+def _prediction_attributes(args: argparse.Namespace) -> dict:
+    """What is known of the prediction: the run record beside ``--prediction`` (``X.json`` for ``X.seg.nrrd``,
+    as ``predict`` and ``batch`` write it), with ``--model-folder``, ``--preset`` and ``--predicted-at`` winning."""
+    from . import export
+
+    options = {
+        export.MODEL_FOLDER: ("--model-folder", args.model_folder),
+        export.PRESET: ("--preset", args.preset),
+        export.PREDICTED_AT: ("--predicted-at", args.predicted_at),
+    }
+    given = {key: value for key, (_, value) in options.items()}
+    record = export.read_prediction_record(Path(args.prediction)) if args.prediction else None
+    if args.prediction and record is None:
+        missing = [option for option, value in options.values() if value is None]
+        if missing:
+            print(
+                f"sternum-ssm export: note: no run record {export.prediction_record_path(Path(args.prediction))} "
+                f"beside the prediction, so the manifest will not know the prediction's model, preset and time "
+                f"unless given: {', '.join(missing)}.",
+                file=sys.stderr,
+            )
+    return {export.PREDICTION_FILE: args.prediction} | export.record_attributes(record or {}, given)
+
+
 def command_export(args: argparse.Namespace) -> int:
     from . import export
 
-    prediction = {
-        export.PREDICTION_FILE: args.prediction,
-        export.MODEL_FOLDER: args.model_folder,
-        export.PRESET: args.preset,
-        export.PREDICTED_AT: args.predicted_at,
-    }
+    prediction = _prediction_attributes(args)
     result = export.export_from_files(
         args.image,
         args.segmentation,
@@ -242,10 +261,14 @@ def _add_dataset_commands(commands) -> None:
     )
     export.add_argument("--csv-coordinate-system", choices=("LPS", "RAS"), default="LPS")
     export.add_argument("--file-ending", choices=(".nrrd", ".nii.gz"), help="for a new dataset (default .nrrd)")
-    export.add_argument("--prediction", help="the model's unedited segmentation, for correction effort")
-    export.add_argument("--model-folder", help="model that made the prediction (recorded by hash)")
-    export.add_argument("--preset", help="inference preset of the prediction")
-    export.add_argument("--predicted-at", help="ISO time of the prediction")
+    export.add_argument(
+        "--prediction",
+        help="the model's unedited segmentation, for correction effort; its run record X.json beside X.seg.nrrd "
+        "(written by predict and batch) gives the model, preset and time of the prediction",
+    )
+    export.add_argument("--model-folder", help="model that made the prediction (recorded by hash); overrides X.json")
+    export.add_argument("--preset", help="inference preset of the prediction; overrides X.json")
+    export.add_argument("--predicted-at", help="ISO time of the prediction; overrides X.json")
     export.set_defaults(run=command_export)
 
     study = commands.add_parser(

@@ -32,7 +32,7 @@ from .dataset import (
     read_manifest,
 )
 from .geometry import CoordinateSystem, ImageGeometry, PointSet, Volume
-from .image_files import check_segmentation_file, read_ct_with_source, read_labels
+from .image_files import case_name, check_segmentation_file, read_ct_with_source, read_labels
 from .landmark_files import read_landmarks_csv, write_landmarks_csv
 from .provenance import (
     landmark_displacement,
@@ -329,6 +329,39 @@ def prediction_from_attributes(
         postprocessing=json.loads(values["postprocessing"] or "[]"),
         qa_flags=json.loads(values["qa_flags"] or "[]"),
     )
+
+
+def record_attributes(
+    record: Mapping[str, object], overrides: Mapping[str, object | None] | None = None
+) -> dict[str, str | None]:
+    """The scene contract's prediction attributes that a run record (``<case>.json`` of ``predict`` or the batch,
+    or the record on a predicted segmentation node) describes, lists as JSON text; values set in ``overrides``
+    (attribute -> value, None = not set) win."""
+    attributes = {}
+    for key, record_key in PREDICTION_ATTRIBUTES.items():
+        value = (overrides or {}).get(key)
+        value = record.get(record_key) if value is None else value
+        attributes[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return attributes
+
+
+def prediction_record_path(prediction: Path) -> Path:
+    """Where ``predict`` and the batch write a prediction's run record: ``X.json`` beside ``X.seg.nrrd``."""
+    return prediction.with_name(f"{case_name(prediction) or prediction.stem}.json")
+
+
+def read_prediction_record(prediction: Path) -> dict | None:
+    """The run record beside a prediction file (model id, preset, predicted-at, ...); None when there is none."""
+    path = prediction_record_path(prediction)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} beside the prediction is not a run record: {error}.") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} beside the prediction is not a run record: it holds no JSON object.")
+    return record
 
 
 def read_prediction_labels(path: Path, grid: ImageGeometry) -> Volume:

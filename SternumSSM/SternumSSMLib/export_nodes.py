@@ -25,13 +25,19 @@ from .export import (
     export_case,
     prediction_from_attributes,
     read_prediction_labels,
+    record_attributes,
     utc_clock,
 )
 from .geometry import CoordinateSystem, Volume
 from .image_files import file_source
 from .markups import landmark_points, write_markups
 from .prediction_nodes import prediction_record
-from .scene_contract import PREDICTION_FILE, PREDICTION_MARKUPS_ID, UNEDITED_PREDICTION_ATTRIBUTE
+from .scene_contract import (
+    PREDICTION_FILE,
+    PREDICTION_MARKUPS_ID,
+    SOURCE_RECORD_ATTRIBUTE,
+    UNEDITED_PREDICTION_ATTRIBUTE,
+)
 from .segmentation_nodes import labelmap_from_segmentation, segment_masks
 from .volume_nodes import volume_from_node
 
@@ -108,7 +114,11 @@ def check_overlaps(masks: Mapping[str, np.ndarray]) -> None:
 
 
 def source_of_node(volume_node: slicer.vtkMRMLScalarVolumeNode) -> dict:
-    """The CT's source as content hashes only: its file, or its DICOM instances; never names or paths."""
+    """The CT's source as content hashes only: the record it was loaded with, its file, or its DICOM instances;
+    never names or paths."""
+    recorded = volume_node.GetAttribute(SOURCE_RECORD_ATTRIBUTE)
+    if recorded:
+        return json.loads(recorded)
     uids = volume_node.GetAttribute("DICOM.instanceUIDs")
     if uids:
         return {"kind": "dicom", "sha256": hashlib.sha256(" ".join(sorted(uids.split())).encode()).hexdigest()}
@@ -143,9 +153,6 @@ def prediction_from_scene(
             predicted_landmarks = landmark_points(predicted_node, "LPS")
     # The segmentation step stores its run record (model hash, preset, ...) as JSON on the node it
     # creates; the single attributes above, where set, take precedence.
-    record = prediction_record(segmentation_node) or {}
-    attributes = {}
-    for key, record_key in PREDICTION_ATTRIBUTES.items():
-        value = attribute(key) if attribute(key) else record.get(record_key)
-        attributes[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    set_attributes = {key: attribute(key) or None for key in PREDICTION_ATTRIBUTES}
+    attributes = record_attributes(prediction_record(segmentation_node) or {}, set_attributes)
     return prediction_from_attributes(attributes, labels, predicted_landmarks)

@@ -18,6 +18,7 @@ from .anatomy import LandmarkProtocol, default_protocol
 from .atomic import atomic_output_path
 from .geometry import CoordinateSystem, PointSet
 from .mrml import headless_scene, module_logic
+from .scene_contract import PREDICTION_MARKUPS_ID
 
 MARKUPS_SUFFIX = ".mrk.json"
 
@@ -64,6 +65,24 @@ def set_landmark_positions(node: slicer.vtkMRMLMarkupsFiducialNode, points: Poin
         else:
             node.UnsetNthControlPointPosition(index)
     node.EndModify(was_modifying)
+
+
+def keep_unedited_copy(
+    scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLMarkupsFiducialNode, points: PointSet, protocol: LandmarkProtocol
+) -> slicer.vtkMRMLMarkupsFiducialNode:
+    """A hidden, locked copy of the predicted ``points``, referenced from ``node`` (replacing an earlier copy), so
+    the export can measure how far the annotator moved each point."""
+    previous = scene.GetNodeByID(node.GetAttribute(PREDICTION_MARKUPS_ID) or "")
+    if previous is not None:
+        scene.RemoveNode(previous)
+    copy = create_landmarks_node(scene, protocol, name=f"{node.GetName()} (unedited prediction)")
+    set_landmark_positions(copy, points)
+    copy.SetLocked(True)
+    copy.SetHideFromEditors(True)
+    if copy.GetDisplayNode() is not None:
+        copy.GetDisplayNode().SetVisibility(False)
+    node.SetAttribute(PREDICTION_MARKUPS_ID, copy.GetID())
+    return copy
 
 
 def landmark_points(node: slicer.vtkMRMLMarkupsFiducialNode, coordinate_system: CoordinateSystem = "LPS") -> PointSet:

@@ -11,6 +11,9 @@ SEGMENTATION_RECORD_ATTRIBUTE = "SternumSSM.PredictionRecord"  # JSON: the predi
 UNEDITED_PREDICTION_ATTRIBUTE = "SternumSSM.PredictionSegmentationID"  # id of the hidden, unedited prediction
 SOURCE_VOLUME_REFERENCE = "SternumSSM.SourceVolume"  # segmentation -> the CT it was predicted from
 UNCERTAINTY_REFERENCE = "SternumSSM.Uncertainty"  # CT -> its uncertainty map
+# On a CT read from a file outside Slicer's readers (the Worklist's Next case): JSON source record (kind, format,
+# content hash; never names or paths), which the export records instead of "scene".
+SOURCE_RECORD_ATTRIBUTE = "SternumSSM.SourceRecord"
 
 # What a caller may set instead of the record, for the export to read (see export.prediction_from_scene).
 PREDICTION_FILE = "SternumSSM.PredictionFile"  # the prediction on disk (.seg.nrrd or label map)

@@ -64,6 +64,15 @@ def chosen_model_folder(path: Path | str | None) -> Path:
     return BUNDLED_MODEL if str(path or "") in ("", ".") else Path(path)
 
 
+def present_prediction(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLSegmentationNode) -> None:
+    """Show a prediction for review: in 3D, in the layout with the 3D and slice views, centred on the sternum."""
+    show_segments_in_3d(node)
+    set_review_layout(scene)
+    centre = structure_centre_ras(node)
+    if centre is not None:
+        centre_views(scene, centre)
+
+
 @dataclass(frozen=True)
 class RunInputs:
     """Everything one segmentation run uses, fixed when it starts; later changes in the panel change nothing."""
@@ -256,19 +265,12 @@ class SegmentationPanel:
                 set_uncertainty_visible(self.scene, inputs.volume_node, True)
             elif uncertainty_node(inputs.volume_node) is not None:
                 self.scene.RemoveNode(uncertainty_node(inputs.volume_node))  # it belonged to an earlier prediction
-            self._present(node)
+            present_prediction(self.scene, node)
         except Exception as error:  # a bad result file or a removed CT ends the run like a worker error
             return self._end(RunEnd("error", f"Cannot show the segmentation: {error}"))
         self.flags, self._result_node = message["flags"], node
         seconds = message["record"].get("total_seconds", 0.0)
         return self._end(RunEnd("done", f"Done in {seconds:.0f} s.", node))
-
-    def _present(self, node: slicer.vtkMRMLSegmentationNode) -> None:
-        show_segments_in_3d(node)
-        set_review_layout(self.scene)
-        centre = structure_centre_ras(node)
-        if centre is not None:
-            centre_views(self.scene, centre)
 
     def _end(self, end: RunEnd) -> RunEnd:
         shutil.rmtree(self.run.folder, ignore_errors=True)
