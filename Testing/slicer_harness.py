@@ -1,5 +1,5 @@
-"""Run the real module files (``SternumSSM/SternumSSM.py``, ``SternumLandmarks/SternumLandmarks.py``) under
-pytest, on the real MRML scene of the slicer-core wheel.
+"""Run the real module files (``SternumSSM/SternumSSM.py``, ``SternumLandmarks/SternumLandmarks.py``,
+``SternumShapeModel/SternumShapeModel.py``) under pytest, on the real MRML scene of the slicer-core wheel.
 
 The wheel has MRML, the module logics and the real ``slicer.util``; it lacks Qt, CTK, the qMRML widgets,
 ``slicer.app``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and ``slicer.i18n``.

@@ -107,6 +107,7 @@ def nnunet_plans_labels(model: SegmentationModel, image: Volume) -> np.ndarray:
     return back(lookup[labels])
 
 
+@pytest.mark.slow
 def test_labels_agree_with_nnunets_own_path_as_the_plans_name_it(model):
     """Against the path before issue 17 on a CT finer than the network's 2 mm grid, as real CTs are."""
     image = generate_phantom(random_parameters(5100, hard_cases=False, spacing=(1.6, 1.8, 1.7))).image

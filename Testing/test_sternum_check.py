@@ -1,6 +1,6 @@
 """Anything that is not a sternum is called that: QA says "no sternum found" and the landmark step refuses.
 
-Each non-thorax case is a CT built from the HU table in MISSION.md with the label map a
+Each non-thorax case is a CT built from the HU table in phantom.HU with the label map a
 confused model would give: real bone labelled as manubrium and sternal body, with volumes
 inside the plausible ranges, so the old volume-only QA passed all of them.
 """

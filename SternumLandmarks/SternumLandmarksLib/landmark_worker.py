@@ -1,4 +1,4 @@
-"""Landmark prediction in a worker process, on the background-run protocol both modules share.
+"""Landmark prediction in a worker process, on the background-run protocol the modules share.
 
 Inside Slicer a Python thread advances only while some Python callback runs (PythonQt keeps the
 GIL), so the prediction runs in a process of its own (:mod:`SternumSSMLib.background_run`):

@@ -43,6 +43,14 @@ def is_read_only(folder: Path) -> bool:
     return not os.access(folder, os.W_OK) or not (folder.stat().st_mode & 0o222)
 
 
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that is missing or read-only, with a message that says what to do."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Folder {folder} does not exist; create it first.")
+    if is_read_only(folder):
+        raise PermissionError(f"Folder {folder} is not writable; choose a writable output folder.")
+
+
 @contextlib.contextmanager
 def atomic_output_path(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
@@ -53,10 +61,7 @@ def atomic_output_path(path: Path | str, overwrite: bool = False) -> Iterator[Pa
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or ask explicitly to overwrite it.")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"Folder {path.parent} does not exist; create it first.")
-    if is_read_only(path.parent):
-        raise PermissionError(f"Folder {path.parent} is not writable; choose a writable output folder.")
+    check_output_folder(path.parent)
     suffix = _full_suffix(path)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     temporary = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.partial{suffix}")

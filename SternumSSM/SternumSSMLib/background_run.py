@@ -1,4 +1,4 @@
-"""The one background-run protocol of both modules: long work in a worker process, polled from a QTimer.
+"""The one background-run protocol of the three modules: long work in a worker process, polled from a QTimer.
 
 Why a process: inside Slicer, PythonQt never releases the GIL while Qt idles, so a Python thread
 advances only during Python callbacks. A subprocess runs at full speed, and Cancel can always stop it.

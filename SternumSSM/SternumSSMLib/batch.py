@@ -182,10 +182,16 @@ def dask_client(address: str | None = None, workers: int | None = None):
         with Client(address) as client:
             yield client
         return
-    # Workers sample their stacks every 10 ms for the dashboard's profiler; without a dashboard that is
-    # only CPU taken from the cases. The nanny hands this config to the worker processes it starts.
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then hands freed memory back at once and
+    # maps it again for the next tile, which made each case ~1.6x slower here (bench_batch.py); glibc's own
+    # adaptive threshold is kept instead. Workers also sample their stacks every 10 ms for a dashboard that
+    # the batch does not start. The nanny applies both to the worker processes it spawns (None unsets).
+    settings = {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.worker.profile.enabled": False,
+    }
     with (
-        dask.config.set({"distributed.worker.profile.enabled": False}),
+        dask.config.set(settings),
         LocalCluster(
             n_workers=workers or available_cores(), threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,

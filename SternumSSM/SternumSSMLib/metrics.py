@@ -1,4 +1,4 @@
-"""Segmentation and landmark metrics as the study reports them (MISSION.md, "Metrics").
+"""Segmentation and landmark metrics as the study reports them (the reference study's tables 4.1-4.5).
 
 Segmentation, per class of ``anatomy.label_scheme()``, with P the predicted and R the reference
 voxels of the class on one voxel grid:

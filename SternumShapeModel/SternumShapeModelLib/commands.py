@@ -127,10 +127,9 @@ def command_fit(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     landmarks = read_landmarks_csv(args.landmarks, args.coordinate_system)
     if args.labels:
-        import SimpleITK as sitk
-        from SternumSSMLib.geometry import Volume
+        from SternumSSMLib.image_files import read_labels
 
-        labels = Volume.from_sitk(sitk.ReadImage(args.labels))
+        labels = read_labels(Path(args.labels))  # a .seg.nrrd is matched by segment name, not by its values
         result = fit_case(model, ShapeCase(Path(args.labels).name, labels, landmarks))
         kind = "segmentation"
     else:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from SternumSSMLib.dataset import current_records, open_dataset, read_manifest, sha256_file
-from SternumSSMLib.geometry import PointSet, Volume
+from SternumSSMLib.geometry import PointSet
+from SternumSSMLib.image_files import read_labels
 from SternumSSMLib.landmark_files import read_landmarks_csv
 from SternumSSMLib.provenance import tool_version
 
@@ -33,7 +33,7 @@ def read_cases(root: Path | str, records: list[dict]) -> Iterator[ShapeCase]:
     """Each record's label map and LPS landmarks; a case without a landmark file gets no landmarks."""
     root = Path(root)
     for record in records:
-        labels = Volume.from_sitk(sitk.ReadImage(str(root / record["files"]["labels"]["path"])))
+        labels = read_labels(root / record["files"]["labels"]["path"])
         entry = record["files"].get("landmarks_csv")
         if entry is None:
             landmarks = PointSet(names=(), positions=np.empty((0, 3)), coordinate_system="LPS")

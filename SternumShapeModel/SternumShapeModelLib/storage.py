@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from SternumSSMLib.atomic import fsync_directory, is_read_only
+from SternumSSMLib.atomic import check_output_folder, fsync_directory
 
 from .correspondence import Template
 from .mesh_io import write_mesh
@@ -44,10 +44,7 @@ def check_new_model_folder(folder: Path | str) -> Path:
             f"{folder} already exists and is not an empty folder; a model folder is never overwritten. "
             "Choose a new folder name."
         )
-    if not folder.parent.is_dir():
-        raise FileNotFoundError(f"Folder {folder.parent} does not exist; create it first.")
-    if is_read_only(folder.parent):
-        raise PermissionError(f"Folder {folder.parent} is not writable; choose a writable output folder.")
+    check_output_folder(folder.parent)
     return folder
 
 
