@@ -110,8 +110,10 @@ class Widget:
     undeclared attribute raises, so a misspelt property fails instead of silently doing nothing.
     """
 
-    PROPERTIES: typing.ClassVar[dict] = {"enabled": True, "visible": True, "toolTip": "", "width": 300}
+    PROPERTIES: typing.ClassVar[dict] = {"enabled": True, "visible": True, "toolTip": "", "width": 300, "geometry": ""}
     SIGNALS: typing.ClassVar[tuple[str, ...]] = ()
+    # Q_PROPERTYs without WRITE (QWidget::width): PythonQt refuses to set them, so the stand-in does too.
+    READ_ONLY: typing.ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __init__(self, name: str = "", parent: Widget | None = None) -> None:
         defaults = {}
@@ -140,6 +142,8 @@ class Widget:
     def __setattr__(self, name: str, value) -> None:
         if name not in self._properties:
             raise AttributeError(f"{type(self).__name__} '{self.name}' has no property {name!r}")
+        if name in self.READ_ONLY:
+            raise AttributeError(f"{type(self).__name__} '{self.name}': property {name!r} is read-only")
         old = self._properties[name]
         self._properties[name] = value
         self.history.append((name, value))
@@ -401,7 +405,9 @@ class QTableWidgetItem(QListWidgetItem):
 
 
 class QTableWidget(QWidget):
-    PROPERTIES: typing.ClassVar[dict] = {"rowCount": 0, "columnCount": 0}
+    PROPERTIES: typing.ClassVar[dict] = {
+        "rowCount": 0, "columnCount": 0, "editTriggers": "", "selectionBehavior": "", "selectionMode": "",
+    }  # fmt: skip
     SIGNALS = ("cellClicked(int,int)", "cellDoubleClicked(int,int)", "itemSelectionChanged()")
 
     def __init__(self, name: str = "", parent: Widget | None = None) -> None:
@@ -421,6 +427,11 @@ class QTableWidget(QWidget):
         self.columnCount = len(labels)
 
     def setItem(self, row: int, column: int, item: QTableWidgetItem) -> None:
+        # Qt ignores an item outside rowCount x columnCount (columns come from the .ui's <column> entries);
+        # the stand-in fails instead, so a cell the real table would drop cannot pass unnoticed.
+        if not (0 <= row < self.rowCount and 0 <= column < self.columnCount):
+            shape = f"{self.rowCount} x {self.columnCount}"
+            raise IndexError(f"QTableWidget '{self.name}' has {shape} cells, no ({row}, {column})")
         self.cells[(row, column)] = item
 
     def item(self, row: int, column: int) -> QTableWidgetItem | None:
@@ -591,6 +602,10 @@ def load_ui_file(path: Path | str) -> qMRMLWidget:
                         widget.setProperty(prop.get("name"), _ui_value(prop))
                     elif prop.get("name") in widget._properties:
                         widget._properties[prop.get("name")] = _ui_value(prop)
+                    else:  # Qt would keep it as a dynamic property and the setting would do nothing
+                        raise AttributeError(f"{class_name} ({child.get('name')}) has no property {prop.get('name')!r}")
+                if class_name == "QTableWidget":
+                    widget._properties["columnCount"] = len(child.findall("column"))
                 build(child, widget)
             else:
                 build(child, parent)

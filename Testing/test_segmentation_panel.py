@@ -13,7 +13,7 @@ from SternumSSMLib.geometry import convert_points, orientation_direction, rotati
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.prediction_nodes import show_prediction
 from SternumSSMLib.segmentation_inference import BUNDLED_MODEL
-from SternumSSMLib.segmentation_panel import RunInputs, SegmentationPanel
+from SternumSSMLib.segmentation_panel import RunInputs, SegmentationPanel, present_prediction
 from SternumSSMLib.segmentation_worker import SegmentationWorker
 from SternumSSMLib.views import (
     REVIEW_LAYOUT,
@@ -91,6 +91,15 @@ def test_segments_show_as_smoothed_surfaces_in_the_review_layout(mrml_scene, pha
     assert surface.GetNumberOfPoints() > 100
     set_review_layout(mrml_scene)
     assert mrml_scene.GetFirstNodeByClass("vtkMRMLLayoutNode").GetViewArrangement() == REVIEW_LAYOUT
+
+
+def test_a_presented_prediction_is_shown_over_its_ct(mrml_scene, phantom):
+    """A CT the Worklist adds in code is in no slice view until something puts it there; Add Data would."""
+    add_view_nodes(mrml_scene)
+    ct = volume_node_from_volume(mrml_scene, phantom.image, "CT")
+    present_prediction(mrml_scene, show_prediction(mrml_scene, phantom.labels, ct))
+    for name in ("Red", "Yellow", "Green"):
+        assert mrml_scene.GetSingletonNode(name, "vtkMRMLSliceCompositeNode").GetBackgroundVolumeID() == ct.GetID()
 
 
 def test_views_centre_on_the_named_structure(mrml_scene, phantom):

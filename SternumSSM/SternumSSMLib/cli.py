@@ -62,6 +62,7 @@ def command_phantom(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     """Phantom -> bundled nnU-Net -> .seg.nrrd -> bundled SCN landmarks -> .mrk.json + CSV -> QA picture."""
+    from SternumLandmarksLib.landmark_commands import placement_report
     from SternumLandmarksLib.landmark_prediction import LandmarkModel
 
     from .case_files import write_case
@@ -96,14 +97,15 @@ def command_demo(args: argparse.Namespace) -> int:
     print("Dice against the phantom's truth: " + ", ".join(f"{name} {value:.3f}" for name, value in dice.items()))
     print("QA flags: " + ("; ".join(flag.message for flag in outcome.flags) or "none"))
 
-    landmarks = LandmarkModel().predict(outcome.labels, phantom.image)
+    landmark_model = LandmarkModel()
+    landmarks = landmark_model.predict(outcome.labels, phantom.image)
     write_landmarks_markups(landmarks.points("LPS"), markups_path)
     write_landmarks_csv(csv_path, landmarks.points("LPS"), "LPS")
     table = landmark_error_table(landmark_errors(landmarks.points("LPS"), phantom.landmarks))
     print(f"Placed {int(landmarks.placed.sum())} of {len(landmarks.placed)} landmarks in "
           f"{landmarks.record['seconds']:.1f} s; against the phantom's truth: median {table['median_mm']:.2f} mm, "
           f"mean {table['mean_mm']:.2f} mm, beyond 10 mm {table['O_10']:.1f}%")
-    print("Landmark flags: " + ("; ".join(landmarks.flags()) or "none"))
+    print("\n".join(placement_report(case_id, landmarks, landmark_model)))
     print(f"Landmarks: {markups_path} and {csv_path} (LPS)")
     picture = render_case(
         phantom.image,

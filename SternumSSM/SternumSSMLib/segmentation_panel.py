@@ -38,9 +38,10 @@ from .prediction_nodes import (
     uncertainty_node,
 )
 from .roi import Box
+from .scene_contract import SOURCE_VOLUME_REFERENCE
 from .segmentation_inference import BUNDLED_MODEL
 from .segmentation_worker import SegmentationWorker
-from .views import centre_views, set_review_layout, show_segments_in_3d, structure_centre_ras
+from .views import centre_views, set_review_layout, show_in_slice_views, show_segments_in_3d, structure_centre_ras
 from .volume_nodes import volume_from_node
 
 # The module self-test's case: a phantom cut to the middle 210 mm of the chest (LPS mm), so through the costal
@@ -65,7 +66,11 @@ def chosen_model_folder(path: Path | str | None) -> Path:
 
 
 def present_prediction(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLSegmentationNode) -> None:
-    """Show a prediction for review: in 3D, in the layout with the 3D and slice views, centred on the sternum."""
+    """Show a prediction for review: over its CT, in 3D, in the layout with the 3D and slice views, centred on
+    the sternum."""
+    volume_node = node.GetNodeReference(SOURCE_VOLUME_REFERENCE)
+    if volume_node is not None:
+        show_in_slice_views(scene, volume_node)
     show_segments_in_3d(node)
     set_review_layout(scene)
     centre = structure_centre_ras(node)

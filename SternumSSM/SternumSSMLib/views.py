@@ -75,6 +75,13 @@ def set_review_layout(scene: slicer.vtkMRMLScene) -> None:
         layout_node.SetViewArrangement(REVIEW_LAYOUT)
 
 
+def show_in_slice_views(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Make ``volume_node`` the background of every slice view. A node added to the scene in code, as the
+    Worklist adds its CT, is not shown by itself: only Slicer's Add Data propagates a loaded volume."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetBackgroundVolumeID(volume_node.GetID())
+
+
 def centre_views(scene: slicer.vtkMRMLScene, centre_ras: Sequence[float]) -> None:
     """Centre every slice view on ``centre_ras`` and turn every 3D camera to look at it from where it was."""
     r, a, s = (float(value) for value in centre_ras)
