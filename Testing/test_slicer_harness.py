@@ -82,3 +82,24 @@ def test_widgets_signals_and_buttons_are_those_of_the_real_ui(harness):
         harness.click(widget.ui.segmentButton)  # no CT in the scene
     assert widget.ui.inputVolumeSelector.mrmlScene() is harness.scene  # through the .ui's connections
     assert sys.modules["qt"].QTimer is type(widget.pollTimer)
+
+
+def test_ui_properties_tables_and_read_only_properties_are_checked(harness, tmp_path):
+    from slicer_harness import REPOSITORY, load_ui_file
+
+    ui = tmp_path / "Bad.ui"
+    ui.write_text(
+        '<ui version="4.0"><widget class="qMRMLWidget" name="Bad">'
+        '<widget class="QLabel" name="label"><property name="wordWarp"><bool>true</bool></property></widget>'
+        "</widget></ui>"
+    )
+    with pytest.raises(AttributeError, match="wordWarp"):  # Qt would keep a misspelt property as a dead dynamic one
+        load_ui_file(ui)
+    top = load_ui_file(REPOSITORY / "SternumLandmarks" / "Resources" / "UI" / "SternumLandmarks.ui")
+    table = next(child for child in top.findChildren() if child.name == "landmarksTableWidget")
+    assert table.columnCount == 4  # the .ui's <column> entries
+    table.setRowCount(1)
+    with pytest.raises(IndexError):  # Qt drops an item outside the table
+        table.setItem(0, 4, sys.modules["qt"].QTableWidgetItem("x"))
+    with pytest.raises(AttributeError, match="read-only"):
+        table.width = 10

@@ -91,3 +91,4 @@ def centre_views(scene: slicer.vtkMRMLScene, centre_ras: Sequence[float]) -> Non
         shift = np.array([r, a, s]) - np.array(camera.GetFocalPoint())
         camera.SetPosition(*(np.array(camera.GetPosition()) + shift))
         camera.SetFocalPoint(r, a, s)
+        camera.ResetClippingRange()  # as vtkMRMLCameraNode.h asks after SetPosition, or near parts may be clipped
