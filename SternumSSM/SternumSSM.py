@@ -172,6 +172,7 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.datasetSummaryButton.connect("clicked(bool)", self.onDatasetSummary)
         self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
         self.ui.refreshWorklistButton.connect("clicked(bool)", self.onRefreshWorklist)
+        self.ui.giveBackButton.connect("clicked(bool)", self.onGiveBack)
 
         self.initializeParameterNode()
 
@@ -236,7 +237,9 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportPlanLabel.text = plan
         canOpen, worklistStatus = self.logic.worklist.readiness(self._parameterNode)
         self.ui.nextCaseButton.enabled = canOpen
-        self.ui.worklistStatusLabel.text = worklistStatus
+        self.ui.giveBackButton.enabled = self.logic.worklist.held_case(self._parameterNode) is not None
+        notice = self.logic.worklist.notice  # what Give case back did
+        self.ui.worklistStatusLabel.text = f"{notice} {worklistStatus}" if notice else worklistStatus
         rows = [entry_text(entry) for entry in self.logic.worklist.entries]
         if rows != self._shownWorklist:
             self._shownWorklist = rows
@@ -288,6 +291,11 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Cannot open the next case."), waitCursor=True):
             if self.logic.worklist.next_case(self._parameterNode) is None:
                 slicer.util.infoDisplay(_("No case is waiting: every predicted case is exported or claimed."))
+        self.updateGUI()
+
+    def onGiveBack(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot give the case back."), waitCursor=True):
+            self.logic.worklist.give_back(self._parameterNode)
         self.updateGUI()
 
     def onRefreshWorklist(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
+from batch_folder import write_batch_case
 from slicer_harness import SSM_MODULE_FILE, SlicerHarness, hide_packages
 from SternumLandmarksLib.batch_landmarks import scn_landmark_step
 from SternumSSMLib.anatomy import label_scheme
@@ -23,7 +24,7 @@ from SternumSSMLib.devices import DEVICES
 from SternumSSMLib.geometry import Volume
 from SternumSSMLib.image_files import file_source, read_ct
 from SternumSSMLib.markups import landmark_points, read_landmarks_markups
-from SternumSSMLib.phantom import generate_phantom, random_parameters
+from SternumSSMLib.phantom import PhantomParameters, generate_phantom, random_parameters
 from SternumSSMLib.prediction_nodes import prediction_for
 from SternumSSMLib.provenance import volume_sha256
 from SternumSSMLib.roi import crop, index_slices
@@ -33,7 +34,7 @@ from SternumSSMLib.segmentation_nodes import labelmap_from_segmentation
 from SternumSSMLib.segmentation_panel import SELF_TEST_BOX, SELF_TEST_SEED
 from SternumSSMLib.views import REVIEW_LAYOUT
 from SternumSSMLib.volume_nodes import volume_from_node, volume_node_from_volume
-from SternumSSMLib.worklist import CaseClaimedError, claim_case, rank_cases
+from SternumSSMLib.worklist import CaseClaimedError, claim_case, live_claims, rank_cases
 
 RUN_TIMEOUT = 240.0
 
@@ -334,3 +335,32 @@ def test_worklist_next_case_loads_a_claimed_case_and_export_takes_it_off_the_lis
     assert [item.text().split(" ")[1] for item in ui.worklistListWidget.items] == [first]
     assert "claimed by Ann" in ui.worklistListWidget.item(0).text()
     assert not ui.nextCaseButton.enabled  # nothing left for Bob
+
+
+def test_worklist_give_case_back_returns_the_case_to_the_list_and_keeps_the_nodes(harness, tmp_path):
+    """Before Give case back, an opened case stayed claimed (blocking the others for 4 h) until it was exported."""
+    phantom = generate_phantom(PhantomParameters(spacing=(4.0, 4.0, 4.0)))
+    batch = tmp_path / "batch"
+    write_volume(phantom.image, tmp_path / "ct.nrrd")
+    for case_id in ("case1", "case2"):  # the same scores: ranked by case id
+        write_batch_case(batch, case_id, phantom, tmp_path / "ct.nrrd")
+    _, widget = harness.open(SSM_MODULE_FILE)
+    ui = widget.ui
+    ui.batchFolderPathLineEdit.currentPath = str(batch)
+    ui.annotatorLineEdit.text = "Ann"
+    assert not ui.giveBackButton.enabled  # nothing claimed yet
+
+    harness.click(ui.nextCaseButton)
+    assert ui.caseIdLineEdit.text == "case1" and ui.giveBackButton.enabled
+    ct, nodes = widget._parameterNode.inputVolume, harness.scene.GetNumberOfNodes()
+    harness.click(ui.giveBackButton)
+    assert harness.errors() == [] and not ui.giveBackButton.enabled and live_claims(batch) == {}
+    assert ui.worklistStatusLabel.text.startswith("Case case1 is given back for the others to take")
+    assert harness.scene.GetNumberOfNodes() == nodes and widget._parameterNode.inputVolume is ct  # her edits stay
+    assert "claimed by" not in ui.worklistListWidget.item(0).text()
+
+    ui.annotatorLineEdit.text = "Bob"  # a colleague's Next case gets the case Ann gave back
+    assert not ui.giveBackButton.enabled
+    harness.click(ui.nextCaseButton)
+    assert harness.errors() == [] and ui.caseIdLineEdit.text == "case1" and ui.giveBackButton.enabled
+    assert live_claims(batch)["case1"].annotator == "Bob" and widget._parameterNode.inputVolume is not ct

@@ -1,48 +1,23 @@
 """The Worklist section's Qt-free controller on real MRML: what Next case needs, a case that cannot be loaded is
-given back, and the annotator's own open case is shown again instead of loaded twice."""
+given back, the annotator's own open case is shown again instead of loaded twice, and Give case back."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from SternumSSMLib.batch import SOURCES
-from SternumSSMLib.batch_case import uncertainty_summary
+from batch_folder import write_batch_case
 from SternumSSMLib.case_files import write_volume
-from SternumSSMLib.geometry import Volume
-from SternumSSMLib.markups import write_landmarks_markups
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom
 from SternumSSMLib.prediction_nodes import prediction_for
-from SternumSSMLib.provenance import volume_sha256
-from SternumSSMLib.segmentation_nodes import write_segmentation_file
-from SternumSSMLib.worklist import live_claims
+from SternumSSMLib.worklist import claim_case, live_claims
 from SternumSSMLib.worklist_panel import WorklistPanel
 
 
 @pytest.fixture(scope="module")
 def phantom():
     return generate_phantom(PhantomParameters(spacing=(4.0, 4.0, 4.0)))
-
-
-def write_batch_case(batch: Path, case_id: str, phantom, ct_path: Path) -> None:
-    """A committed case as the batch writes it: segmentation, landmarks, record; the CT in the private index."""
-    batch.mkdir(exist_ok=True)
-    write_segmentation_file(phantom.labels, batch / f"{case_id}.seg.nrrd", name=case_id)
-    write_landmarks_markups(phantom.landmarks, batch / f"{case_id}.mrk.json")
-    confidence = dict.fromkeys(phantom.landmarks.names, 0.9)
-    record = {
-        "case_id": case_id, "image_sha256": volume_sha256(phantom.image), "qa_flags": [],
-        "model_sha256": "e" * 64, "preset": "fast", "predicted_at": "2026-01-02T03:04:05+00:00",
-        "uncertainty": uncertainty_summary(Volume(np.zeros_like(phantom.labels.array, np.float32),
-                                                  phantom.labels.geometry), phantom.labels),
-        "landmarks": {"mean_confidence": 0.9, "placed": len(confidence), "flags": [], "confidence": confidence},
-    }  # fmt: skip
-    (batch / f"{case_id}.json").write_text(json.dumps(record))
-    sources = json.loads((batch / SOURCES).read_text()) if (batch / SOURCES).is_file() else {}
-    (batch / SOURCES).write_text(json.dumps(sources | {case_id: {"source": str(ct_path), "series_uid": None}}))
 
 
 def parameters(**changes) -> SimpleNamespace:
@@ -96,3 +71,35 @@ def test_her_own_open_case_is_shown_again_not_loaded_twice(mrml_scene, phantom, 
     assert mrml_scene.GetNumberOfNodes() == nodes and again.claim.token != first.claim.token  # renewed
     assert panel.exported(first.volume_node, chosen) == "Worklist: case case1 is done; its claim is released."
     assert live_claims(batch) == {} and panel.open_cases == []
+
+
+def test_give_back_releases_her_claim_and_leaves_her_nodes(mrml_scene, phantom, tmp_path):
+    batch = tmp_path / "batch"
+    write_volume(phantom.image, tmp_path / "ct1.nrrd")
+    write_batch_case(batch, "case1", phantom, tmp_path / "ct1.nrrd")
+    panel, chosen = WorklistPanel(mrml_scene), parameters(batchFolder=batch, annotator="Ann")
+    assert panel.held_case(chosen) is None
+    with pytest.raises(ValueError, match="Ann holds no case"):
+        panel.give_back(chosen)
+    opened = panel.next_case(chosen)
+    assert panel.held_case(chosen) is opened and panel.held_case(parameters(annotator="Bob")) is None
+    nodes = mrml_scene.GetNumberOfNodes()
+    assert panel.give_back(chosen) == "Case case1 is given back for the others to take; its nodes stay in the scene."
+    assert live_claims(batch) == {} and panel.open_cases == [] and panel.held_case(chosen) is None
+    assert [(e.case_id, e.claimed_by) for e in panel.entries] == [("case1", None)]  # on the list again, unclaimed
+    assert mrml_scene.GetNumberOfNodes() == nodes and chosen.inputVolume is opened.volume_node  # her edits stay
+    loaded = (opened.volume_node, opened.segmentation_node, opened.landmarks_node)
+    assert all(mrml_scene.IsNodePresent(node) for node in loaded)
+    panel.next_case(parameters(batchFolder=batch, annotator="Bob"))
+    assert panel.notice == "" and live_claims(batch)["case1"].annotator == "Bob"
+
+
+def test_give_back_leaves_a_claim_taken_over_meanwhile(mrml_scene, phantom, tmp_path):
+    batch = tmp_path / "batch"
+    write_volume(phantom.image, tmp_path / "ct1.nrrd")
+    write_batch_case(batch, "case1", phantom, tmp_path / "ct1.nrrd")
+    panel, chosen = WorklistPanel(mrml_scene, stale_after_s=0.0), parameters(batchFolder=batch, annotator="Ann")
+    panel.next_case(chosen)
+    taken = claim_case(batch, "case1", "Bob", stale_after_s=0.0)  # her claim went stale; Bob took the case over
+    assert panel.give_back(chosen).startswith("The claim on case1 had expired and was taken over")
+    assert (batch / "claims" / "case1.json").read_text().count(taken.token) == 1 and panel.open_cases == []

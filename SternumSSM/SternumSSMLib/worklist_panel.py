@@ -12,7 +12,8 @@ into the scene as if the module had predicted it there:
   for the SternumLandmarks module, with the batch's per-landmark confidence.
 
 It fills the export's inputs (CT, segmentation, landmarks, case id = the batch's case id); after the export the
-claim is released, and the case leaves the list because the dataset now holds it.
+claim is released, and the case leaves the list because the dataset now holds it. **Give case back** releases
+the claim without an export: the case returns to the list for the others, and its nodes stay in the scene.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class WorklistPanel:
         self.entries: list[WorklistEntry] = []
         self.open_cases: list[OpenCase] = []
         self._ranked_for: tuple | None = None  # (batch, dataset) the entries were ranked for
+        self.notice = ""  # what the last Give case back did, for the status line until the next case opens
 
     def readiness(self, parameters) -> tuple[bool, str]:
         """Whether Next case can run with these parameters (``batchFolder``, ``datasetFolder``, ``annotator``),
@@ -102,6 +104,7 @@ class WorklistPanel:
         batch, dataset = chosen_folder(parameters.batchFolder), chosen_folder(parameters.datasetFolder)
         if batch is None:
             raise ValueError("Choose the output folder of a batch first.")
+        self.notice = ""
         claim = claim_next(batch, dataset, parameters.annotator, self.stale_after_s)
         if claim is None:
             self.ranked(parameters, refresh=True)
@@ -160,9 +163,33 @@ class WorklistPanel:
         opened = next((case for case in self.open_cases if case.volume_node is volume_node), None)
         if opened is None:
             return ""
+        if self._release(opened, parameters):
+            return f"Worklist: case {opened.claim.case_id} is done; its claim is released."
+        return f"Worklist: the claim on {opened.claim.case_id} had expired and was taken over; it is left as it is."
+
+    def held_case(self, parameters) -> OpenCase | None:
+        """The case this scene opened for the annotator and she has neither exported nor given back (the one
+        shown in the export first); None when she holds none."""
+        held = [case for case in self.open_cases if case.claim.annotator == parameters.annotator]
+        shown = [case for case in held if case.volume_node is parameters.inputVolume]
+        return (shown or held or [None])[-1]
+
+    def give_back(self, parameters) -> str:
+        """Release the annotator's claim on her open case, so the case is on the list again for the others.
+        Its nodes stay in the scene: they may hold her edits. Returns the sentence for the status line."""
+        opened = self.held_case(parameters)
+        if opened is None:
+            raise ValueError(f"{parameters.annotator or 'You'} holds no case opened with Next case in this scene.")
+        case_id = opened.claim.case_id
+        if self._release(opened, parameters):
+            self.notice = f"Case {case_id} is given back for the others to take; its nodes stay in the scene."
+        else:
+            self.notice = f"The claim on {case_id} had expired and was taken over; it is left as it is."
+        return self.notice
+
+    def _release(self, opened: OpenCase, parameters) -> bool:
+        """Forget the open case and release its claim; False when the claim was taken over meanwhile."""
         self.open_cases.remove(opened)
         released = release(opened.batch, opened.claim)
         self.ranked(parameters, refresh=True)
-        if released:
-            return f"Worklist: case {opened.claim.case_id} is done; its claim is released."
-        return f"Worklist: the claim on {opened.claim.case_id} had expired and was taken over; it is left as it is."
+        return released
