@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .devices import DEVICES
+from .segmentation_options import add_segmentation_options, prediction_settings, roi_box
 
 if TYPE_CHECKING:  # the parsers here are built for every command: they import nothing heavy (see cli.py)
     from .batch_case import LandmarkStep
@@ -19,26 +19,18 @@ LandmarkStepFactory = Callable[[str | None, str], "LandmarkStep"]
 
 
 def command_batch(args: argparse.Namespace, landmark_step: LandmarkStepFactory) -> int:
-    import numpy as np
-
     from .batch import available_cores, plan_jobs, run_batch
     from .batch_case import CaseSteps, SegmentationStep
-    from .roi import Box
-    from .segmentation_inference import BUNDLED_MODEL, PredictionSettings
+    from .segmentation_inference import BUNDLED_MODEL
 
     jobs = plan_jobs(args.inputs, args.output, args.list, args.case_prefix, args.series_uid)
-    settings = PredictionSettings(
-        preset=args.preset,
-        device=args.device,
-        trust_pickled_checkpoint=args.trust_model,
-        folds=tuple(args.folds) if args.folds else None,
-    )
+    settings = prediction_settings(args)
     workers = None if args.address else args.workers or available_cores()
     threads = args.torch_threads or (None if args.address else max(1, available_cores() // workers))
     steps = CaseSteps(
         segmentation=SegmentationStep.create(args.model or BUNDLED_MODEL, settings),
         landmarks=landmark_step(args.landmark_model, args.device),
-        roi=Box(np.array(args.roi[:3]), np.array(args.roi[3:])) if args.roi else None,
+        roi=roi_box(args),
         torch_threads=threads,
     )
     where = f"the cluster at {args.address}" if args.address else f"a local cluster of {workers} worker(s)"
@@ -88,16 +80,8 @@ def add_batch_parsers(commands, landmark_step: LandmarkStepFactory) -> None:
     batch.add_argument("--torch-threads", type=int, help="torch threads per worker (default: cores / workers)")
     batch.add_argument("--retry-failed", action="store_true", help="run cases that failed in earlier runs again")
     batch.add_argument("--case-prefix", help="number the cases <prefix>_0001... instead of using the input names")
-    batch.add_argument("--model", help="nnU-Net v2 model folder (default: the bundled demo model)")
+    add_segmentation_options(batch)
     batch.add_argument("--landmark-model", help="landmark model folder (default: the bundled demo model)")
-    batch.add_argument("--preset", choices=("fast", "accurate"), default="fast")
-    batch.add_argument("--device", choices=DEVICES, default="auto")
-    batch.add_argument("--folds", nargs="+", help="override the preset's folds, e.g. 0 1 or all")
-    batch.add_argument(
-        "--roi", type=float, nargs=6, metavar=("L0", "P0", "S0", "L1", "P1", "S1"), help="LPS box (mm) to segment"
-    )
-    batch.add_argument("--series-uid", metavar="UID", help="series to read from DICOM folders holding several")
-    batch.add_argument("--trust-model", action="store_true", help="allow checkpoints that need full unpickling")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(run=lambda args: command_batch(args, landmark_step))
 

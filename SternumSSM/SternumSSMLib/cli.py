@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .batch_command import add_batch_parsers
-from .devices import DEVICES
+from .segmentation_options import add_segmentation_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -341,21 +341,7 @@ def _add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="segment CT files with an nnU-Net v2 model")
     predict.add_argument("inputs", nargs="+", help="CT files, folders of CT files and/or DICOM series folders")
     predict.add_argument("--output", required=True, help="folder for <case>.seg.nrrd and <case>.json")
-    predict.add_argument("--model", help="nnU-Net v2 model folder (default: the bundled demo model)")
-    predict.add_argument("--preset", choices=("fast", "accurate"), default="fast")
-    predict.add_argument("--device", choices=DEVICES, default="auto")
-    predict.add_argument("--folds", nargs="+", help="override the preset's folds, e.g. 0 1 or all")
-    predict.add_argument(
-        "--roi", type=float, nargs=6, metavar=("L0", "P0", "S0", "L1", "P1", "S1"), help="LPS box (mm) to segment"
-    )
-    predict.add_argument(
-        "--series-uid", metavar="UID", help="Series Instance UID to read from a DICOM folder that holds several series"
-    )
-    predict.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="allow checkpoints that need full unpickling (runs code from the file)",
-    )
+    add_segmentation_options(predict)
     predict.set_defaults(run=command_predict)
 
 

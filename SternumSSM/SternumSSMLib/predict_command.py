@@ -13,13 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import write_text_atomic
 from .geometry import Volume
 from .image_files import case_id_of, check_ct_file, ct_files, read_ct
-from .roi import Box
-from .segmentation_inference import BUNDLED_MODEL, PredictionSettings, SegmentationModel
+from .segmentation_inference import BUNDLED_MODEL, SegmentationModel
+from .segmentation_options import prediction_settings, roi_box
 
 
 def write_prediction(labels: Volume, record: dict, segmentation_path: Path, record_path: Path) -> None:
@@ -58,14 +56,8 @@ def command_predict(args: argparse.Namespace) -> int:
         f"Loading model {args.model or BUNDLED_MODEL} (checkpoints are only loaded from folders you chose)",
         file=sys.stderr,
     )
-    settings = PredictionSettings(
-        preset=args.preset,
-        device=args.device,
-        trust_pickled_checkpoint=args.trust_model,
-        folds=tuple(args.folds) if args.folds else None,
-    )
-    model = SegmentationModel(args.model, settings)
-    roi = Box(np.array(args.roi[:3]), np.array(args.roi[3:])) if args.roi else None
+    model = SegmentationModel(args.model, prediction_settings(args))
+    roi = roi_box(args)
     for path, (segmentation_path, record_path) in targets.items():
         outcome = segment_ct(model, read_ct(path, args.series_uid), roi=roi, progress=_progress_bar(path.name))
         record = outcome.record | {"input": str(path), "model_load_seconds": round(model.load_seconds, 3)}
