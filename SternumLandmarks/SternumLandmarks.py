@@ -19,7 +19,6 @@ The panel's workflow is ``SternumLandmarksLib.landmark_panel.LandmarkPanel``; th
 widget here only forwards Qt signals to it and draws its state.
 """
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -116,8 +115,6 @@ class SternumLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # Background of the table rows that need a look (low confidence, unplaced, flagged by the QA).
     CHECK_COLOR = (255, 140, 0, 90)
-    # The Lib packages that onReload reloads with this file.
-    LIB_PACKAGES = ("SternumLandmarksLib", "SternumSSMLib")
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -171,8 +168,9 @@ class SternumLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         Slicer's reload re-reads only the module file; dropping the packages from ``sys.modules``
         makes this file's imports read the edited Lib files again.
         """
-        for name in [name for name in sys.modules if name.partition(".")[0] in self.LIB_PACKAGES]:
-            del sys.modules[name]
+        from SternumSSMLib.module_reload import forget_library_packages
+
+        forget_library_packages()
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:

@@ -16,7 +16,6 @@ How ``SternumSSMLib`` and ``SternumLandmarksLib`` become importable:
   paths (or drag the repository onto the Extension Wizard's "Select Extension").
 """
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -46,8 +45,6 @@ from SternumSSMLib.worklist_panel import WorklistPanel, entry_text
 
 README_URL = "https://github.com/sternum-ssm/SlicerSternumSSM#readme"
 # onReload forgets these so that edits to them take effect without restarting Slicer.
-LIBRARY_PACKAGES = ("SternumSSMLib", "SternumLandmarksLib")
-
 #
 # SternumSSM
 #
@@ -137,8 +134,9 @@ class SternumSSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Slicer's reload re-reads only this file; forget the Lib packages too, so that it imports them anew."""
-        for name in [name for name in sys.modules if name.split(".")[0] in LIBRARY_PACKAGES]:
-            del sys.modules[name]
+        from SternumSSMLib.module_reload import forget_library_packages
+
+        forget_library_packages()
         ScriptedLoadableModuleWidget.onReload(self)
 
     def setup(self) -> None:

@@ -6,7 +6,6 @@ the widget forwards Qt signals to it and draws its state. The library packages a
 where they are used, so the module loads whatever order Slicer reads the module folders in.
 """
 
-import sys
 from pathlib import Path
 
 import qt
@@ -80,9 +79,6 @@ class SternumShapeModelParameterNode:
 class SternumShapeModelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the panel's widgets to :class:`ShapePanel`, which holds the workflow."""
 
-    # The Lib packages that onReload reloads with this file.
-    LIB_PACKAGES = ("SternumShapeModelLib", "SternumLandmarksLib", "SternumSSMLib")
-
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -128,8 +124,9 @@ class SternumShapeModelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onReload(self) -> None:
         """Reload the Lib packages with this file (Slicer's reload re-reads only the module file)."""
-        for name in [name for name in sys.modules if name.partition(".")[0] in self.LIB_PACKAGES]:
-            del sys.modules[name]
+        from SternumSSMLib.module_reload import forget_library_packages
+
+        forget_library_packages()
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:

@@ -15,6 +15,7 @@ from slicer_harness import LANDMARKS_MODULE_FILE, hide_packages
 from SternumLandmarksLib.landmark_session import landmarks_node_for
 from SternumSSMLib.dependencies import DependencyError
 from SternumSSMLib.markups import set_landmark_positions
+from SternumSSMLib.module_reload import library_modules
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom
 from SternumSSMLib.prediction_nodes import show_prediction
 from SternumSSMLib.scene_contract import SOURCE_SEGMENTATION_REFERENCE
@@ -186,7 +187,7 @@ def test_help_names_slicer_5_10_and_links_the_readme_and_reload_reloads_both_lib
     assert "3D Slicer 5.10 or later" in help_text
     assert 'href="https://github.com/sternum-ssm/SlicerSternumSSM#readme"' in help_text
 
-    libraries = [name for name in sys.modules if name.partition(".")[0] in ("SternumLandmarksLib", "SternumSSMLib")]
+    libraries = library_modules()
     assert "SternumLandmarksLib.landmark_panel" in libraries and "SternumSSMLib.anatomy" in libraries
     for name in libraries:  # restored after the test, so other tests keep the modules they imported
         monkeypatch.setitem(sys.modules, name, sys.modules[name])

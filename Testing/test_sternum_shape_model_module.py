@@ -70,3 +70,19 @@ def test_module_self_test_passes(harness):
     module = harness.load(SHAPE_MODULE_FILE)
     module.SternumShapeModelTest().runTest()
     assert ("delay", "Shape model test passed") in harness.dialogs
+
+
+def test_reload_forgets_every_library_package(harness, monkeypatch):
+    """Slicer's reload re-reads only the module file; the shape model's Lib sits on both other packages."""
+    import sys
+
+    from SternumSSMLib.module_reload import library_modules
+
+    _, widget = harness.open(SHAPE_MODULE_FILE)
+    loaded = library_modules()
+    packages = {name.partition(".")[0] for name in loaded}
+    assert packages == {"SternumSSMLib", "SternumLandmarksLib", "SternumShapeModelLib"}
+    for name in loaded:
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])  # the other tests keep the modules they imported
+    widget.onReload()
+    assert harness.app.reloaded == ["SternumShapeModel"] and not library_modules()

@@ -248,13 +248,14 @@ def test_reload_forgets_the_library_packages(harness, monkeypatch):
     import sys
 
     import SternumSSMLib.segmentation_panel as before
+    from SternumSSMLib.module_reload import library_modules
 
     _, widget = harness.open(SSM_MODULE_FILE)
-    for name in [name for name in sys.modules if name.startswith("SternumSSMLib")]:
+    for name in library_modules():
         monkeypatch.setitem(sys.modules, name, sys.modules[name])  # the other tests keep the modules they imported
     widget.onReload()
     assert harness.app.reloaded == ["SternumSSM"]
-    assert "SternumSSMLib.segmentation_panel" not in sys.modules
+    assert "SternumSSMLib.segmentation_panel" not in sys.modules and not library_modules()
     import SternumSSMLib.segmentation_panel as after
 
     assert after is not before
