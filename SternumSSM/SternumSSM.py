@@ -86,7 +86,8 @@ class SternumSSMParameterNode:
     modelFolder - trained nnU-Net model folder.
     preset - "fast": one fold, no mirroring; "accurate": all folds with mirroring.
     device - "auto" picks a CUDA GPU, then Apple's MPS, then the CPU (``SternumSSMLib.devices``).
-    roi - limits the run to a box; left empty (None) the whole volume is segmented.
+    roi - limits the run to a box; left empty (None) the whole volume is segmented, or with
+        findSternumFirst the box the model's localiser finds around the sternum and cartilage.
     rerunMode - a CT that already has a predicted segmentation: "update" swaps its standard segments
         and keeps segments the user added; "replace" removes it and makes a new one.
     showUncertainty - compute the per-voxel uncertainty and overlay it on the slice views.
@@ -103,6 +104,7 @@ class SternumSSMParameterNode:
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     roi: vtkMRMLMarkupsROINode
+    findSternumFirst: bool = True
     rerunMode: Annotated[str, Choice(["update", "replace"])] = "update"
     showUncertainty: bool = False
     exportSegmentation: vtkMRMLSegmentationNode

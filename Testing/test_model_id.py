@@ -68,3 +68,21 @@ def test_the_id_follows_the_weights_and_plans_not_the_notes_beside_them(tmp_path
     assert model_id(model) != original
     with pytest.raises(FileNotFoundError, match=r"no dataset\.json, plans\.json or fold_"):
         model_id(tmp_path / "not_a_model")
+
+
+def test_the_localiser_is_part_of_the_model(tmp_path):
+    """The automatic ROI's localiser decides where the model runs: other localiser weights, another model."""
+    model = shutil.copytree(BUNDLED_MODEL, tmp_path / "model")
+    localiser = model / "localiser"
+    if not localiser.is_dir():  # any nnU-Net model folder can serve as one
+        shutil.copytree(BUNDLED_MODEL, localiser)
+    alone = model_id(shutil.copytree(model, tmp_path / "alone", ignore=shutil.ignore_patterns("localiser")))
+    with_localiser = model_id(model)
+    assert with_localiser != alone
+    checkpoint = next(localiser.glob("fold_*/checkpoint_final.pth"))
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
+    assert model_id(model) not in (with_localiser, alone)
+    shutil.rmtree(localiser)
+    localiser.mkdir()
+    (localiser / "README.md").write_text("no weights here\n")
+    assert model_id(model) == alone

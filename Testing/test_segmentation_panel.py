@@ -36,7 +36,7 @@ def parameters(volume_node=None, **changes) -> SimpleNamespace:
     """The fields of SternumSSMParameterNode at their defaults."""
     fields = dict(
         inputVolume=volume_node, modelFolder=Path(), preset="fast", device="auto", roi=None,
-        rerunMode="update", showUncertainty=False,
+        findSternumFirst=True, rerunMode="update", showUncertainty=False,
     )  # fmt: skip
     return SimpleNamespace(**(fields | changes))
 
@@ -61,7 +61,8 @@ def test_run_inputs_capture_the_roi_in_lps(mrml_scene, phantom):
     # RAS box [-10, 30] x [-45, 5] x [0, 60] is LPS [-30, 10] x [-5, 45] x [0, 60].
     np.testing.assert_allclose(inputs.roi_lps, [-30.0, -5.0, 0.0, 10.0, 45.0, 60.0])
     assert inputs.model_folder == BUNDLED_MODEL and inputs.preset == "accurate" and inputs.with_uncertainty
-    assert inputs.volume_node is ct
+    assert inputs.volume_node is ct and inputs.auto_roi
+    assert not RunInputs.capture(parameters(ct, findSternumFirst=False)).auto_roi
     with pytest.raises(ValueError, match="Choose the CT"):
         RunInputs.capture(parameters())
 

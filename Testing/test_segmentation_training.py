@@ -70,3 +70,48 @@ def test_focused_loader_centres_the_given_share_of_foreground_patches_on_the_xip
     chosen.clear()
     loader.get_bbox((64, 64, 64), False, locations)  # a random (not foreground) patch stays random
     assert chosen == [None]
+
+
+def test_the_training_mix_oversamples_hard_cases_rotates_and_crops_the_asked_shares():
+    from SternumSSMLib.segmentation_training import DemoTrainingSettings, training_phantom_parameters
+
+    plain = DemoTrainingSettings()
+    mixed = DemoTrainingSettings(oblique_share=0.5, crop_share=0.3, oversample_hard_cases=True)
+    seeds = range(1000, 1400)
+    drawn = [training_phantom_parameters(seed, mixed) for seed in seeds]
+    before = [training_phantom_parameters(seed, plain) for seed in seeds]
+    long_manubrium = np.mean([params.manubrium_body_ratio >= 0.7 for params, _ in drawn])
+    assert 0.2 < long_manubrium < 0.3
+    assert np.mean([params.manubrium_body_ratio >= 0.7 for params, _ in before]) < 0.2
+    rotations = [np.degrees(np.arccos(np.clip((np.trace(np.array(p.direction_lps)) - 1) / 2, -1, 1)))
+                 for p, _ in drawn]
+    oblique = np.array(rotations) > 1e-6
+    assert 0.42 < oblique.mean() < 0.58
+    assert np.all((np.array(rotations)[oblique] >= 5.0 - 1e-6) & (np.array(rotations)[oblique] <= 25.0 + 1e-6))
+    margins = np.array([margin for _, margin in drawn])
+    assert 0.22 < np.mean(margins > 0) < 0.38 and np.all((margins == 0) | ((margins >= 10) & (margins <= 40)))
+    assert all(margin == 0 and p.direction_lps == plain_p.direction_lps
+               for (p, margin), (plain_p, _) in zip(before, before, strict=True))
+    for params, _ in drawn:
+        params.validate()
+
+
+def test_a_cropped_training_case_keeps_every_label_with_its_margin_and_geometry():
+    from SternumSSMLib.phantom import generate_phantom, random_parameters
+    from SternumSSMLib.segmentation_training import crop_to_structures
+
+    phantom = generate_phantom(random_parameters(1002, spacing=(3.0, 3.0, 3.0)))
+    image, labels = crop_to_structures(phantom.image, phantom.labels, 15.0)
+    assert image.geometry.same_grid(labels.geometry)
+    assert np.count_nonzero(labels.array) == np.count_nonzero(phantom.labels.array)
+    assert labels.array.size < 0.5 * phantom.labels.array.size
+    # the crop is a whole-voxel window of the scan: same voxels at the same LPS points
+    offset = phantom.image.geometry.lps_to_index(image.geometry.origin_lps[None])[0]
+    np.testing.assert_allclose(offset, np.round(offset), atol=1e-9)
+    i, j, k = np.round(offset).astype(int)
+    window = tuple(slice(start, start + size) for start, size in zip((k, j, i), image.array.shape, strict=True))
+    assert np.array_equal(image.array, phantom.image.array[window])
+    for axis in range(3):  # 15 mm at 3 mm = 5 voxels of margin, unless the scan ends first
+        filled = np.flatnonzero(np.any(labels.array, axis=tuple(a for a in range(3) if a != axis)))
+        assert filled[0] in (0, 5) and labels.array.shape[axis] - 1 - filled[-1] in (0, 5)
+        assert window[axis].start == 0 or filled[0] == 5

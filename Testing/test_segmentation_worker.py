@@ -62,6 +62,12 @@ def test_worker_serves_two_cases_with_one_model_load(ct_file, tmp_path):
         assert done["event"] == "done"
         assert [m for m in seen if m["event"] == "ready"] == []  # the model stayed loaded
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b.nrrd"))), labels)
+        assert done["record"]["auto_roi"]["found"]  # the module's default: find the sternum first
+        worker.submit(path, tmp_path / "c.nrrd", auto_roi=False)  # 'Find the sternum first' unticked
+        done, _ = wait_for(worker, "done")
+        assert done["event"] == "done" and done["record"]["auto_roi"] is None
+        whole = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "c.nrrd")))
+        assert dice_per_class(whole, labels)["Total"] > 0.9
     finally:
         worker.close()
 

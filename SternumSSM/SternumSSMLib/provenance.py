@@ -58,23 +58,36 @@ def volume_sha256(volume: Volume) -> str:
     return digest.hexdigest()
 
 
+# A model folder may hold a coarse nnU-Net model under this name: the localiser of the automatic ROI.
+LOCALISER_FOLDER = "localiser"
+
+
 def model_id(folder: Path | str, checkpoint_name: str = "checkpoint_final.pth") -> str:
     """The one id of an nnU-Net model folder, as the module, ``predict``, the batch and the export record it.
 
     SHA-256 over dataset.json, plans.json and every ``fold_<n>/<checkpoint_name>``, each file's name and then
-    its bytes. Notes, evaluations and validation outputs beside them leave the id alone, and so does the
-    preset: one model is one id whichever folds a run used (the record's preset says which).
+    its bytes, then the same files of a ``localiser/`` model inside it, each by its path there. Notes,
+    evaluations and validation outputs beside them leave the id alone, and so does the preset: one model is
+    one id whichever folds a run used (the record's preset says which).
     """
     folder = Path(folder)
-    files = [folder / "dataset.json", folder / "plans.json", *sorted(folder.glob(f"fold_*/{checkpoint_name}"))]
-    files = [file for file in files if file.is_file()]
+    files = _model_files(folder, checkpoint_name)
     if not files:
         raise FileNotFoundError(f"{folder} holds no dataset.json, plans.json or fold_*/{checkpoint_name}.")
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
         _add_file(digest, file)
+    # The automatic ROI's localiser decides where the model runs.
+    for file in _model_files(folder / LOCALISER_FOLDER, checkpoint_name):
+        digest.update(file.relative_to(folder).as_posix().encode())
+        _add_file(digest, file)
     return digest.hexdigest()
+
+
+def _model_files(folder: Path, checkpoint_name: str) -> list[Path]:
+    files = [folder / "dataset.json", folder / "plans.json", *sorted(folder.glob(f"fold_*/{checkpoint_name}"))]
+    return [file for file in files if file.is_file()]
 
 
 def folder_sha256(folder: Path | str) -> str:

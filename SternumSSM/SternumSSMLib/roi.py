@@ -62,3 +62,14 @@ def paste(into: Volume, part: Volume, slices: tuple[slice, slice, slice]) -> Vol
     array = into.array.copy()
     array[slices] = part.array
     return Volume(array, into.geometry)
+
+
+def occupied_slices(array: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest index box (slices per array axis) around the nonzero voxels; None if there are none."""
+    slices = []
+    for axis in range(array.ndim):
+        filled = np.flatnonzero(np.any(array, axis=tuple(a for a in range(array.ndim) if a != axis)))
+        if not filled.size:
+            return None
+        slices.append(slice(int(filled[0]), int(filled[-1]) + 1))
+    return tuple(slices)

@@ -1,6 +1,7 @@
-"""One segmentation run: optional ROI crop, nnU-Net prediction, post-processing, QA flags.
+"""One segmentation run: ROI crop (given, or found by the model's localiser), nnU-Net prediction,
+post-processing, QA flags.
 
-The same function serves the Slicer module, the worker process and the command line.
+The same function serves the Slicer module, the worker process, the batch and the command line.
 All geometry is the input volume's (LPS); results are on the input grid.
 """
 
@@ -13,11 +14,26 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .auto_roi import (
+    AUTO_ROI_MARGIN_MM,
+    MAX_GROWTHS,
+    block_mean,
+    grow,
+    structures_box,
+    touched_inner_faces,
+    with_border,
+)
 from .geometry import Volume
 from .postprocess import PostprocessSettings, postprocess
 from .qa import QAFlag, class_volumes_ml, qa_flags
 from .roi import Box, crop, index_slices, paste
-from .segmentation_inference import ProgressCallback, SegmentationModel
+from .segmentation_inference import ProgressCallback, SegmentationModel, SegmentationResult
+
+NO_STRUCTURES_FOUND = (
+    "No sternum found: the localiser found no sternum or costal cartilage in this CT, so the full-resolution "
+    "pass did not run. Check that the CT shows the thorax, or segment the whole volume without the automatic "
+    "ROI (--no-auto-roi; in the module untick 'Find the sternum first')."
+)
 
 
 @dataclass
@@ -37,16 +53,31 @@ def segment_ct(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     with_uncertainty: bool = False,
+    auto_roi: bool = True,
 ) -> SegmentationOutcome:
-    """Segment ``image``; with an ROI only voxels inside it change (``previous_labels`` keeps the rest)."""
+    """Segment ``image``; with an ROI only voxels inside it change (``previous_labels`` keeps the rest).
+
+    Without an ROI and with ``auto_roi``, a model that has a localiser finds the structures' box first
+    (record ``auto_roi``); if it finds nothing, the result is empty with a ``no_sternum`` flag and the
+    model itself does not run."""
     started = time.perf_counter()
     if previous_labels is not None and not previous_labels.geometry.same_grid(image.geometry):
         raise ValueError("The previous segmentation is on another grid than the CT; resample it first.")
-    slices = index_slices(image.geometry, roi) if roi is not None else None
-    target = crop(image, slices) if slices is not None else image
-    prediction = model.predict(target, progress=progress, cancel=cancel, return_uncertainty=with_uncertainty)
+    located: dict | None = None
+    if roi is None and auto_roi and model.localiser is not None:
+        slices, located = _locate(model, image, cancel)
+        if slices is None:
+            return _nothing_found(image, located, started)
+        prediction, slices = _predict_growing(model, image, slices, located, progress, cancel, with_uncertainty)
+    else:
+        slices = index_slices(image.geometry, roi) if roi is not None else None
+        target = crop(image, slices) if slices is not None else image
+        prediction = model.predict(target, progress=progress, cancel=cancel, return_uncertainty=with_uncertainty)
+    clock = time.perf_counter()
     cleaned, postprocessing = postprocess(prediction.labels, postprocess_settings)
+    steps = {"postprocessing": time.perf_counter() - clock}
     uncertainty = prediction.uncertainty
+    qa_labels = cleaned
     if slices is not None:
         base = previous_labels or Volume(np.zeros(image.geometry.shape_kji, np.uint8), image.geometry)
         cleaned = paste(base, cleaned, slices)
@@ -54,13 +85,66 @@ def segment_ct(
             uncertainty = paste(
                 Volume(np.zeros(image.geometry.shape_kji, np.float32), image.geometry), uncertainty, slices
             )
-    flags = qa_flags(cleaned, ct=image)
+        # Outside the box everything is background unless earlier labels were kept there: QA looks at the
+        # box with a one-voxel border, the same answer as the whole grid at a fraction of the voxels.
+        qa_labels = cleaned if previous_labels is not None else crop(cleaned, with_border(slices, cleaned.array.shape))
+    clock = time.perf_counter()
+    flags = qa_flags(qa_labels, ct=image)
+    steps["qa"] = time.perf_counter() - clock
     record = prediction.record | {
         "predicted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "roi_lps": None if roi is None else {"lo": roi.lo_lps.tolist(), "hi": roi.hi_lps.tolist()},
+        "auto_roi": located,
         "postprocessing": postprocessing,
         "volumes_ml": {name: round(value, 3) for name, value in class_volumes_ml(cleaned).items()},
         "qa_flags": [asdict(flag) for flag in flags],
+        "step_seconds": prediction.record["step_seconds"] | {name: round(value, 3) for name, value in steps.items()},
         "total_seconds": round(time.perf_counter() - started, 3),
     }
     return SegmentationOutcome(labels=cleaned, flags=flags, record=record, uncertainty=uncertainty)
+
+
+def _locate(model: SegmentationModel, image: Volume, cancel) -> tuple[tuple[slice, ...] | None, dict]:
+    """The localiser's box around the structures as the CT's index slices (None if it found nothing)."""
+    coarse = model.localiser.predict(block_mean(image), cancel=cancel)
+    box = structures_box(coarse.labels, AUTO_ROI_MARGIN_MM)
+    located = {
+        "localiser_seconds": coarse.record["seconds"],
+        "margin_mm": AUTO_ROI_MARGIN_MM,
+        "found": box is not None,
+    }
+    return (None if box is None else index_slices(image.geometry, box)), located
+
+
+def _predict_growing(
+    model: SegmentationModel, image: Volume, slices, located: dict, progress, cancel, with_uncertainty: bool
+) -> tuple[SegmentationResult, tuple[slice, ...]]:
+    """The model inside ``slices``; while its labels touch an inner face of the box, again on a grown box."""
+    shape = image.array.shape
+    spacing_kji = np.asarray(image.geometry.spacing, float)[::-1]
+    located["growths"] = 0
+    while True:
+        prediction = model.predict(crop(image, slices), progress=progress, cancel=cancel,
+                                   return_uncertainty=with_uncertainty)
+        faces = touched_inner_faces(prediction.labels.array, slices, shape)
+        if not faces or located["growths"] == MAX_GROWTHS:
+            break
+        slices = grow(slices, faces, spacing_kji, AUTO_ROI_MARGIN_MM, shape)
+        located["growths"] += 1
+    located["box_index_kji"] = [[part.start, part.stop] for part in slices]
+    located["share_of_voxels"] = round(float(np.prod([p.stop - p.start for p in slices]) / np.prod(shape)), 4)
+    return prediction, slices
+
+
+def _nothing_found(image: Volume, located: dict, started: float) -> SegmentationOutcome:
+    labels = Volume(np.zeros(image.geometry.shape_kji, np.uint8), image.geometry)
+    flags = [QAFlag("no_sternum", "error", NO_STRUCTURES_FOUND)]
+    record = {
+        "predicted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "roi_lps": None,
+        "auto_roi": located,
+        "volumes_ml": {name: 0.0 for name in class_volumes_ml(labels)},
+        "qa_flags": [asdict(flag) for flag in flags],
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+    return SegmentationOutcome(labels=labels, flags=flags, record=record)

@@ -33,7 +33,7 @@ import numpy as np
 from .anatomy import label_scheme
 from .devices import DEVICES, Device, resolve_device
 from .geometry import ImageGeometry, Volume
-from .provenance import model_id
+from .provenance import LOCALISER_FOLDER, model_id
 
 if TYPE_CHECKING:
     import torch
@@ -135,9 +135,12 @@ def _map_labels(dataset_json: dict, path: Path) -> dict[int, int]:
 class PredictionSettings:
     """How to run a model. A preset fills in what is left as None; explicit values win.
 
-    fast: one fold, no mirroring, tile step 0.8, the CT resampled to the network's grid by nnU-Net's torch
-    resampling (linear; the labels move a little, see :func:`_inference_configuration`). accurate: all folds,
-    mirroring as trained, tile step 0.5, the CT resampled as the model's plans name it (the labels of before).
+    fast: one fold, no mirroring, tile step 0.8. accurate: all folds, mirroring as trained, tile step 0.5.
+    Both resample the CT as the model's plans name it unless ``input_resampling="torch"``
+    (see :func:`_inference_configuration`).
+
+    ``auto_roi``: when the model folder holds a ``localiser`` model, a coarse pass of it finds the
+    structures first and the model runs only in their box (:mod:`.auto_roi`); without one it has no effect.
     """
 
     preset: Preset = "fast"
@@ -148,6 +151,7 @@ class PredictionSettings:
     use_mirroring: bool | None = None
     input_resampling: InputResampling | None = None
     trust_pickled_checkpoint: bool = False
+    auto_roi: bool = True
 
     def validate(self) -> None:
         problems = []
@@ -253,7 +257,20 @@ class SegmentationModel:
         self.model_hash = model_id(self.folder.path, self.settings.checkpoint_name)
         started = time.perf_counter()
         self._predictor = self._load()
+        self.localiser = self._load_localiser()
         self.load_seconds = time.perf_counter() - started
+
+    def _load_localiser(self) -> SegmentationModel | None:
+        folder = self.folder.path / LOCALISER_FOLDER
+        if not self.settings.auto_roi or not folder.is_dir():
+            return None
+        settings = PredictionSettings(
+            device=self.settings.device,
+            checkpoint_name=self.settings.checkpoint_name,
+            trust_pickled_checkpoint=self.settings.trust_pickled_checkpoint,
+            auto_roi=False,
+        )
+        return SegmentationModel(folder, settings)
 
     def _load(self):
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -328,8 +345,11 @@ class SegmentationModel:
         self._predictor.progress = progress
         self._predictor.cancel = cancel
         self._predictor.tiles_done = 0
+        steps: dict[str, float] = {}
         try:
-            labels, probabilities = self._predict_model_axes(array, spacing, return_probabilities or return_uncertainty)
+            labels, probabilities = self._predict_model_axes(
+                array, spacing, return_probabilities or return_uncertainty, steps
+            )
         finally:
             self._predictor.progress = self._predictor.cancel = None
         lookup = np.zeros(max(int(labels.max()), max(self.folder.label_mapping)) + 1, dtype=np.uint8)
@@ -351,19 +371,21 @@ class SegmentationModel:
             "device": str(self._predictor.device),
             "input_resampling": self.settings.input_resampling,
             "seconds": round(time.perf_counter() - started, 3),
+            "step_seconds": {name: round(value, 3) for name, value in steps.items()},
             "tiles": self._predictor.tiles_done,
         }
         return result
 
     def _predict_model_axes(
-        self, array: np.ndarray, spacing: tuple[float, ...], with_probabilities: bool
+        self, array: np.ndarray, spacing: tuple[float, ...], with_probabilities: bool, steps: dict[str, float]
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """nnU-Net's preprocessing, sliding window and export on an array in the model's axes: labels (model
-        values) on the array's grid, and the class probabilities there when asked for (else None)."""
+        values) on the array's grid, and the class probabilities there when asked for (else None). ``steps``
+        gets the seconds of preprocessing, network and the way back to the array's grid."""
         import torch
-        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
         predictor = self._predictor
+        clock = time.perf_counter()
         configuration = _inference_configuration(
             predictor.configuration_manager, torch.get_num_threads(), self.settings.input_resampling
         )
@@ -376,7 +398,19 @@ class SegmentationModel:
             configuration,
             predictor.dataset_json,
         )
+        steps["preprocessing"], clock = time.perf_counter() - clock, time.perf_counter()
         logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        steps["network"], clock = time.perf_counter() - clock, time.perf_counter()
+        try:
+            return self._export(logits, configuration, properties, with_probabilities)
+        finally:
+            steps["back_to_ct_grid"] = time.perf_counter() - clock
+
+    def _export(self, logits, configuration, properties: dict, with_probabilities: bool):
+        import torch
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        predictor = self._predictor
         if with_probabilities:
             return convert_predicted_logits_to_segmentation_with_correct_shape(
                 logits,
@@ -484,16 +518,27 @@ def _argmax_on_grid(logits: np.ndarray, shape: tuple[int, ...], nearest_axes: se
 
 
 def _build_network(trainer_name: str, plans_manager, configuration, dataset_json: dict):
-    """The architecture the checkpoint was trained with; nnUNetTrainer's builder covers the standard trainers."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    """The architecture the checkpoint was trained with.
 
-    if trainer_name != "nnUNetTrainer":
-        from nnunetv2.inference.predict_from_raw_data import recursive_find_trainer_class_by_name
-
-        trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    else:
-        trainer_class = nnUNetTrainer
+    For nnUNetTrainer (and the standard trainers, which keep its architecture) this is the call its
+    ``build_network_architecture`` makes; importing the trainer module itself would add ~2 s to every model
+    load (its logger imports seaborn). Other trainers are found by name and build their own."""
     heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    if trainer_name == "nnUNetTrainer":
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+        return get_network_from_plans(
+            configuration.network_arch_class_name,
+            configuration.network_arch_init_kwargs,
+            configuration.network_arch_init_kwargs_req_import,
+            1,
+            heads,
+            allow_init=True,
+            deep_supervision=False,
+        )
+    from nnunetv2.inference.predict_from_raw_data import recursive_find_trainer_class_by_name
+
+    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
     return trainer_class.build_network_architecture(
         plans_manager, configuration, 1, heads, enable_deep_supervision=False
     )

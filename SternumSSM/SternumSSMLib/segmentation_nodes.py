@@ -18,6 +18,7 @@ from .atomic import atomic_output_path
 from .geometry import ImageGeometry, Volume
 from .image_files import SEGMENTATION_SUFFIX
 from .mrml import headless_scene, module_logic, scratch_nodes
+from .roi import crop, occupied_slices
 from .volume_nodes import volume_from_node, volume_node_from_volume
 
 
@@ -30,11 +31,23 @@ def segmentation_from_labelmap(
     "Sternal_body") and keeps that value when written. Classes without voxels are absent.
     The reference geometry is that of ``labels`` (LPS in, RAS in the scene as usual).
     """
+    return _standard_segmentation(scene, labels, name, labelled_box_only=True)
+
+
+def _standard_segmentation(
+    scene: slicer.vtkMRMLScene, labels: Volume, name: str, labelled_box_only: bool
+) -> slicer.vtkMRMLSegmentationNode:
+    """:func:`segmentation_from_labelmap`; ``labelled_box_only`` imports just the labelled voxels' box (Slicer
+    keeps each segment at its own extent anyway, and the reference geometry stays the whole grid): half the
+    import time of a large CT, but Slicer's writer then pads the segments back slowly, so files are written
+    from a whole-grid import."""
     _check_label_values(labels.array)
-    standard = Volume(array=labels.array.astype(np.uint8), geometry=labels.geometry)
+    standard = Volume(array=labels.array.astype(np.uint8, copy=False), geometry=labels.geometry)
+    occupied = occupied_slices(standard.array) if labelled_box_only else None
+    labelled = crop(standard, occupied) if occupied is not None else standard
     with scratch_nodes(scene) as keep:
-        labelmap_node = volume_node_from_volume(scene, standard, f"{name} labels", labelmap=True)
-        segmentation_node = _import_standard_segments(scene, labelmap_node, name)
+        labelmap_node = volume_node_from_volume(scene, labelled, f"{name} labels", labelmap=True)
+        segmentation_node = _import_standard_segments(scene, labelmap_node, name, reference=standard.geometry)
         keep.append(segmentation_node)
     return segmentation_node
 
@@ -105,17 +118,30 @@ def write_segmentation(
     with scratch_nodes(scene), atomic_output_path(path, overwrite=overwrite) as temporary:
         labelmap_node = _export_by_name(segmentation_node, None, standard_names)
         standard_node = _import_standard_segments(scene, labelmap_node, segmentation_node.GetName())
-        storage = standard_node.CreateDefaultStorageNode()
-        storage.SetFileName(str(temporary))
-        if not storage.WriteData(standard_node):
-            raise OSError(f"Writing the segmentation to {path} failed; the writer's messages are in the log above.")
+        _write_node(standard_node, temporary, path)
     return path
 
 
+def _write_node(segmentation_node: slicer.vtkMRMLSegmentationNode, temporary: Path, path: Path) -> None:
+    storage = segmentation_node.CreateDefaultStorageNode()
+    storage.SetFileName(str(temporary))
+    if not storage.WriteData(segmentation_node):
+        raise OSError(f"Writing the segmentation to {path} failed; the writer's messages are in the log above.")
+
+
 def write_segmentation_file(labels: Volume, path: Path | str, name: str) -> Path:
-    """A standard label map as a ``.seg.nrrd`` (see :func:`write_segmentation`), without a user scene."""
-    with headless_scene() as scene:
-        return write_segmentation(segmentation_from_labelmap(scene, labels, name=name), path)
+    """A standard label map as a ``.seg.nrrd`` on the label map's whole grid, without a user scene.
+
+    The file is the one :func:`write_segmentation` writes of :func:`segmentation_from_labelmap`'s node; that
+    node is standard already, so it is written as it is, without merging and re-importing its segments."""
+    path = Path(path)
+    if not path.name.endswith(SEGMENTATION_SUFFIX):
+        raise ValueError(f"A segmentation file name must end in {SEGMENTATION_SUFFIX}, got {path.name}.")
+    if not np.any(labels.array):
+        raise ValueError(f"Label map {name!r} has no labelled voxels; nothing to write.")
+    with headless_scene() as scene, atomic_output_path(path) as temporary:
+        _write_node(_standard_segmentation(scene, labels, name, labelled_box_only=False), temporary, path)
+    return path
 
 
 def read_segmentation(scene: slicer.vtkMRMLScene, path: Path | str) -> slicer.vtkMRMLSegmentationNode:
@@ -153,7 +179,10 @@ def standard_color_table(entry_names: Mapping[str, str] | None = None) -> slicer
 
 def _check_label_values(array: np.ndarray) -> None:
     scheme = label_scheme()
-    unknown = sorted(set(np.unique(array).tolist()) - {scheme.background_value, *scheme.values})
+    known = {scheme.background_value, *scheme.values}
+    if array.size and set(range(int(array.min()), int(array.max()) + 1)) <= known:
+        return  # every value in range is known: no need for np.unique's sort of the whole volume
+    unknown = sorted(set(np.unique(array).tolist()) - known)
     if unknown:
         known = ", ".join(f"{c.value} {c.name}" for c in scheme.classes)
         raise ValueError(
@@ -217,13 +246,26 @@ def _export_by_name(
 
 
 def _import_standard_segments(
-    scene: slicer.vtkMRMLScene, labelmap_node: slicer.vtkMRMLLabelMapVolumeNode, name: str
+    scene: slicer.vtkMRMLScene,
+    labelmap_node: slicer.vtkMRMLLabelMapVolumeNode,
+    name: str,
+    reference: ImageGeometry | None = None,
 ) -> slicer.vtkMRMLSegmentationNode:
-    """A new segmentation node with one standard segment per value in ``labelmap_node``."""
+    """A new segmentation node with one standard segment per value in ``labelmap_node``, whose reference
+    geometry is ``reference`` (LPS), or the label map's own grid without one."""
     segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     segmentation_node.CreateDefaultDisplayNodes()
     # Without a reference geometry the file would be cropped to the segments' extent.
-    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap_node)
+    if reference is None:
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap_node)
+    else:
+        extent = [0, reference.size[0] - 1, 0, reference.size[1] - 1, 0, reference.size[2] - 1]
+        geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(
+            slicer.util.vtkMatrixFromArray(reference.ijk_to_ras()), extent
+        )
+        segmentation_node.GetSegmentation().SetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry
+        )
     if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
         raise RuntimeError(f"Importing label map {labelmap_node.GetName()!r} as a segmentation failed.")
     _apply_standard_properties(segmentation_node.GetSegmentation())

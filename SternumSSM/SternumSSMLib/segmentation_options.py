@@ -17,13 +17,20 @@ if TYPE_CHECKING:
 
 
 def add_segmentation_options(parser: argparse.ArgumentParser) -> None:
-    """Model, preset, device, folds, ROI, DICOM series and checkpoint trust."""
+    """Model, preset, device, folds, ROI (given or automatic), DICOM series and checkpoint trust."""
     parser.add_argument("--model", help="nnU-Net v2 model folder (default: the bundled demo model)")
     parser.add_argument("--preset", choices=("fast", "accurate"), default="fast")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--folds", nargs="+", help="override the preset's folds, e.g. 0 1 or all")
     parser.add_argument(
         "--roi", type=float, nargs=6, metavar=("L0", "P0", "S0", "L1", "P1", "S1"), help="LPS box (mm) to segment"
+    )
+    parser.add_argument(
+        "--no-auto-roi",
+        dest="auto_roi",
+        action="store_false",
+        help="without --roi, segment the whole volume instead of finding the sternum first with the model's "
+        "localiser (when its folder has one)",
     )
     parser.add_argument(
         "--series-uid", metavar="UID", help="Series Instance UID to read from a DICOM folder that holds several series"
@@ -43,6 +50,7 @@ def prediction_settings(args: argparse.Namespace) -> PredictionSettings:
         device=args.device,
         trust_pickled_checkpoint=args.trust_model,
         folds=tuple(args.folds) if args.folds else None,
+        auto_roi=args.auto_roi,
     )
 
 

@@ -87,6 +87,7 @@ class RunInputs:
     preset: str = "fast"
     device: str = "auto"
     roi_lps: tuple[float, ...] | None = None  # (lo x, y, z, hi x, y, z), LPS millimetres
+    auto_roi: bool = True  # without roi_lps: the model's localiser finds the box first (when it has one)
     rerun_mode: str = "update"
     with_uncertainty: bool = False
 
@@ -107,6 +108,7 @@ class RunInputs:
             preset=parameters.preset,
             device=parameters.device,
             roi_lps=roi,
+            auto_roi=parameters.findSternumFirst,
             rerun_mode=parameters.rerunMode,
             with_uncertainty=parameters.showUncertainty,
         )
@@ -210,6 +212,7 @@ class SegmentationPanel:
                 folder / "labels.nrrd",
                 list(inputs.roi_lps) if inputs.roi_lps else None,
                 folder / "uncertainty.nrrd" if inputs.with_uncertainty else None,
+                auto_roi=inputs.auto_roi,
             )
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)

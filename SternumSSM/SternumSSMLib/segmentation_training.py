@@ -20,10 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from .dataset import nnunet_labels
-from .phantom import generate_phantom, random_parameters
+from .geometry import Volume, rotation_matrix
+from .phantom import PhantomParameters, generate_phantom, random_parameters, with_orientation
+from .roi import crop, occupied_slices
 
 DATASET_ID = 801
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_SternumPhantom"
@@ -54,6 +57,81 @@ class DemoTrainingSettings:
     xiphoid_loss_weight: float = 1.0
     # Weights to start from (a stripped model folder's checkpoint); None trains from scratch.
     initial_weights: str | None = None
+    # Training-set mix (see training_phantom). Share of cases on a grid rotated 5..max_oblique_deg about a
+    # random axis: the rotation is exact, the anatomy is evaluated at each rotated voxel's centre, so this is
+    # rotation augmentation without resampling labels. Share cropped to the structures plus a random margin,
+    # so the model also knows tight boxes (the automatic ROI's second pass). Hard-case knobs are drawn with
+    # HARD_CASE_WEIGHTS when oversample_hard_cases is set, else as random_parameters draws them.
+    oblique_share: float = 0.0
+    max_oblique_deg: float = 25.0
+    crop_share: float = 0.0
+    oversample_hard_cases: bool = False
+    plans_name: str = PLANS_NAME
+
+
+# Demo localiser: the same recipe at 6 mm on a small network; it only has to find the structures' box.
+LOCALISER_SETTINGS = DemoTrainingSettings(
+    spacing_mm=6.0,
+    patch_size=(48, 64, 64),
+    features_per_stage=(8, 16, 32, 32),
+    epochs=12,
+    iterations_per_epoch=50,
+    plans_name="nnUNetPlansCPULocaliser",
+)
+
+# Weights of the hard-case knobs when oversampling: about one case in six drew each in random_parameters;
+# the long manubrium (the bundled model's worst case) now comes up in one case of four.
+HARD_CASE_WEIGHTS = {
+    "long_manubrium": 0.25,
+    "calcified": 0.12,
+    "split_cartilage": 0.12,
+    "broad_ribcage": 0.1,
+    "truncated": 0.13,
+    "ordinary": 0.28,
+}
+
+
+def training_phantom_parameters(seed: int, settings: DemoTrainingSettings) -> tuple[PhantomParameters, float]:
+    """Phantom knobs of training case ``seed`` and the margin (mm) to crop it to, 0 for the whole scan."""
+    spacing = (settings.spacing_mm,) * 3
+    rng = np.random.default_rng([seed, 4099])
+    if settings.oversample_hard_cases:
+        hard = str(rng.choice(list(HARD_CASE_WEIGHTS), p=list(HARD_CASE_WEIGHTS.values())))
+        overrides: dict = {
+            "sternal_tilt_deg": float(rng.uniform(8, 38)),
+            "fused_manubriosternal": bool(rng.random() < 0.5),
+            "fused_xiphisternal": bool(rng.random() < 0.5),
+        }
+        if hard == "long_manubrium":
+            overrides["manubrium_body_ratio"] = float(rng.uniform(0.7, 0.95))
+        elif hard == "calcified":
+            overrides["calcification"] = float(rng.uniform(0.6, 1.0))
+        elif hard == "split_cartilage":
+            overrides["split_cartilage"] = (str(rng.choice(["left", "right"])), int(rng.integers(3, 8)))
+        elif hard == "broad_ribcage":
+            overrides["ribcage_width"] = float(rng.uniform(1.2, 1.35))
+        elif hard == "truncated":
+            side = "truncate_superior_mm" if rng.random() < 0.5 else "truncate_inferior_mm"
+            overrides[side] = float(rng.uniform(30, 70))
+        params = random_parameters(seed, hard_cases=False, spacing=spacing, **overrides)
+    else:
+        params = random_parameters(seed, spacing=spacing)
+    if rng.random() < settings.oblique_share:
+        angle = float(rng.uniform(5.0, settings.max_oblique_deg))
+        params = with_orientation(params, rotation_matrix(rng.normal(size=3), angle))
+    margin = float(rng.uniform(10.0, 40.0)) if rng.random() < settings.crop_share else 0.0
+    return params, margin
+
+
+def crop_to_structures(image: Volume, labels: Volume, margin_mm: float) -> tuple[Volume, Volume]:
+    """Image and labels cropped to the labelled voxels' index box plus ``margin_mm`` on every side."""
+    occupied = occupied_slices(labels.array)
+    if occupied is None:
+        return image, labels
+    pad = np.ceil(margin_mm / labels.geometry.spacing[::-1]).astype(int)  # [k, j, i]
+    slices = tuple(slice(max(part.start - int(step), 0), min(part.stop + int(step), size))
+                   for part, step, size in zip(occupied, pad, labels.array.shape, strict=True))
+    return crop(image, slices), crop(labels, slices)
 
 
 def write_phantom_raw_dataset(raw_root: Path, settings: DemoTrainingSettings) -> Path:
@@ -61,13 +139,15 @@ def write_phantom_raw_dataset(raw_root: Path, settings: DemoTrainingSettings) ->
     folder = raw_root / DATASET_NAME
     (folder / "imagesTr").mkdir(parents=True, exist_ok=False)
     (folder / "labelsTr").mkdir()
-    spacing = (settings.spacing_mm,) * 3
     for number in range(settings.training_cases):
         seed = settings.first_seed + number
-        phantom = generate_phantom(random_parameters(seed, spacing=spacing))
+        params, margin = training_phantom_parameters(seed, settings)
+        phantom = generate_phantom(params)
+        image, labels = crop_to_structures(phantom.image, phantom.labels, margin) if margin else (
+            phantom.image, phantom.labels)
         case = f"phantom{seed:04d}"
-        sitk.WriteImage(phantom.image.to_sitk(), str(folder / "imagesTr" / f"{case}_0000{FILE_ENDING}"), True)
-        sitk.WriteImage(phantom.labels.to_sitk(), str(folder / "labelsTr" / f"{case}{FILE_ENDING}"), True)
+        sitk.WriteImage(image.to_sitk(), str(folder / "imagesTr" / f"{case}_0000{FILE_ENDING}"), True)
+        sitk.WriteImage(labels.to_sitk(), str(folder / "labelsTr" / f"{case}{FILE_ENDING}"), True)
     dataset = {
         "channel_names": {"0": "CT"},
         "labels": nnunet_labels(),
@@ -95,9 +175,9 @@ def _shrink_plans(preprocessed: Path, settings: DemoTrainingSettings) -> None:
     """Copy nnU-Net's default plan into a CPU-sized one: smaller patch and network, same pipeline."""
     folder = preprocessed / DATASET_NAME
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = PLANS_NAME
+    plans["plans_name"] = settings.plans_name
     configuration = plans["configurations"][CONFIGURATION]
-    configuration["data_identifier"] = f"{PLANS_NAME}_{CONFIGURATION}"
+    configuration["data_identifier"] = f"{settings.plans_name}_{CONFIGURATION}"
     configuration["patch_size"] = list(settings.patch_size)
     configuration["batch_size"] = settings.batch_size
     stages = len(settings.features_per_stage)
@@ -112,7 +192,7 @@ def _shrink_plans(preprocessed: Path, settings: DemoTrainingSettings) -> None:
     for name in list(plans["configurations"]):
         if name != CONFIGURATION:
             del plans["configurations"][name]
-    (folder / f"{PLANS_NAME}.json").write_text(json.dumps(plans, indent=1))
+    (folder / f"{settings.plans_name}.json").write_text(json.dumps(plans, indent=1))
 
 
 def train_demo_model(work: Path, output_model: Path, settings: DemoTrainingSettings | None = None) -> dict:
@@ -126,7 +206,7 @@ def train_demo_model(work: Path, output_model: Path, settings: DemoTrainingSetti
 
     torch.set_num_threads(settings.threads)
     timings: dict[str, float] = {}
-    if not (folders["nnUNet_preprocessed"] / DATASET_NAME / f"{PLANS_NAME}_{CONFIGURATION}").is_dir():
+    if not (folders["nnUNet_preprocessed"] / DATASET_NAME / f"{settings.plans_name}_{CONFIGURATION}").is_dir():
         timings |= _prepare_dataset(folders, settings)
 
     started = time.perf_counter()
@@ -138,7 +218,6 @@ def train_demo_model(work: Path, output_model: Path, settings: DemoTrainingSetti
 
 def _focused_data_loader_class(label: int, share: float):
     """nnU-Net's data loader, except that ``share`` of the foreground-forced patches centre on ``label``."""
-    import numpy as np
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
     class FocusedDataLoader(nnUNetDataLoader):
@@ -209,13 +288,17 @@ def _prepare_dataset(folders: dict[str, Path], settings: DemoTrainingSettings) -
     )
 
     started = time.perf_counter()
-    write_phantom_raw_dataset(folders["nnUNet_raw"], settings)
+    # A localiser trained in the same work folder reuses the segmentation model's phantoms and fingerprint.
+    if not (folders["nnUNet_raw"] / DATASET_NAME).is_dir():
+        write_phantom_raw_dataset(folders["nnUNet_raw"], settings)
     timings = {"phantoms_s": time.perf_counter() - started}
     started = time.perf_counter()
-    extract_fingerprints([DATASET_ID], num_processes=settings.threads, check_dataset_integrity=True)
-    plan_experiments([DATASET_ID])
+    if not (folders["nnUNet_preprocessed"] / DATASET_NAME / "dataset_fingerprint.json").is_file():
+        extract_fingerprints([DATASET_ID], num_processes=settings.threads, check_dataset_integrity=True)
+    if not (folders["nnUNet_preprocessed"] / DATASET_NAME / "nnUNetPlans.json").is_file():
+        plan_experiments([DATASET_ID])
     _shrink_plans(folders["nnUNet_preprocessed"], settings)
-    preprocess([DATASET_ID], PLANS_NAME, (CONFIGURATION,), (settings.threads,))
+    preprocess([DATASET_ID], settings.plans_name, (CONFIGURATION,), (settings.threads,))
     timings["plan_and_preprocess_s"] = time.perf_counter() - started
     return timings
 
@@ -224,7 +307,7 @@ def _train(preprocessed: Path, settings: DemoTrainingSettings):
     import torch
 
     folder = preprocessed / DATASET_NAME
-    plans = json.loads((folder / f"{PLANS_NAME}.json").read_text())
+    plans = json.loads((folder / f"{settings.plans_name}.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans["continue_training"] = False
     trainer_class = _cpu_demo_trainer_class(settings.xiphoid_patch_share, settings.xiphoid_loss_weight)
@@ -282,69 +365,32 @@ def export_model_folder(results: Path, output: Path, settings: DemoTrainingSetti
     staging.rename(output)
 
 
-HELD_OUT_SEEDS = tuple(range(5000, 5010))
-
-
-def evaluate_on_phantoms(model_folder: Path, seeds: tuple[int, ...] = HELD_OUT_SEEDS, spacing_mm: float = 2.0) -> dict:
-    """Dice per class on held-out phantoms (hard-case knobs included), after post-processing."""
-    import numpy as np
-
-    from .metrics import dice_per_class
-    from .segment import segment_ct
-    from .segmentation_inference import SegmentationModel
-
-    model = SegmentationModel(model_folder)
-    cases = []
-    for seed in seeds:
-        params = random_parameters(seed, spacing=(spacing_mm,) * 3)
-        phantom = generate_phantom(params)
-        outcome = segment_ct(model, phantom.image)
-        scores = dice_per_class(outcome.labels.array, phantom.labels.array)
-        cases.append({"seed": seed, "dice": scores, "seconds": outcome.record["total_seconds"],
-                      "qa_flags": [flag.code for flag in outcome.flags], "knobs": _hard_knobs(params)})
-    names = list(cases[0]["dice"])
-    mean = {name: float(np.nanmean([case["dice"][name] for case in cases])) for name in names}
-    return {"seeds": list(seeds), "spacing_mm": spacing_mm, "mean_dice": mean, "cases": cases}
-
-
-def _hard_knobs(params) -> list[str]:
-    knobs = []
-    if params.calcification > 0.5:
-        knobs.append("calcified")
-    if params.manubrium_body_ratio > 0.7:
-        knobs.append("long manubrium")
-    if params.split_cartilage is not None:
-        knobs.append("split cartilage")
-    if params.ribcage_width > 1.2:
-        knobs.append("broad ribcage")
-    if params.truncate_superior_mm > 0:
-        knobs.append("truncated")
-    return knobs
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    from dataclasses import replace
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", required=True, help="scratch folder for nnU-Net's raw, preprocessed and results")
     parser.add_argument("--output", required=True, help="model folder to create")
-    parser.add_argument("--cases", type=int, default=DemoTrainingSettings.training_cases)
-    parser.add_argument("--epochs", type=int, default=DemoTrainingSettings.epochs)
-    parser.add_argument("--iterations", type=int, default=DemoTrainingSettings.iterations_per_epoch)
-    parser.add_argument("--xiphoid-patch-share", type=float, default=DemoTrainingSettings.xiphoid_patch_share)
-    parser.add_argument("--xiphoid-loss-weight", type=float, default=DemoTrainingSettings.xiphoid_loss_weight)
-    parser.add_argument("--threads", type=int, default=DemoTrainingSettings.threads)
+    parser.add_argument("--localiser", action="store_true",
+                        help="train the coarse localiser (6 mm, small network) instead of the segmentation model; "
+                        "put its folder into the segmentation model's folder as 'localiser'")
+    parser.add_argument("--cases", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--xiphoid-patch-share", type=float)
+    parser.add_argument("--xiphoid-loss-weight", type=float)
+    parser.add_argument("--oblique-share", type=float, help="share of training cases on a rotated grid")
+    parser.add_argument("--max-oblique-deg", type=float)
+    parser.add_argument("--crop-share", type=float, help="share of training cases cropped to the structures")
+    parser.add_argument("--oversample-hard-cases", action="store_true", default=None)
+    parser.add_argument("--threads", type=int)
     parser.add_argument("--initial-weights", help="checkpoint_final.pth of a stripped model folder to start from")
     args = parser.parse_args(argv)
-    settings = DemoTrainingSettings(
-        training_cases=args.cases,
-        epochs=args.epochs,
-        iterations_per_epoch=args.iterations,
-        xiphoid_patch_share=args.xiphoid_patch_share,
-        xiphoid_loss_weight=args.xiphoid_loss_weight,
-        threads=args.threads,
-        initial_weights=args.initial_weights,
-    )
+    names = {"cases": "training_cases", "iterations": "iterations_per_epoch"}
+    given = {names.get(key, key): value for key, value in vars(args).items()
+             if value is not None and key not in ("work", "output", "localiser")}
+    settings = replace(LOCALISER_SETTINGS if args.localiser else DemoTrainingSettings(), **given)
     timings = train_demo_model(Path(args.work), Path(args.output), settings)
     print(json.dumps(timings, indent=1))
     return 0

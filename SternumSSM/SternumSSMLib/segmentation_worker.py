@@ -29,16 +29,19 @@ class SegmentationWorker(BackgroundRun):
         output_path: Path | str,
         roi_lps: list[float] | None = None,
         uncertainty_path: Path | str | None = None,
+        auto_roi: bool = True,
     ) -> int:
         """Queue one CT (NRRD/NIfTI file); returns the request id. The label map will be written to
         ``output_path`` and, when ``uncertainty_path`` is given, the per-voxel uncertainty (float, CT grid)
-        there. ``roi_lps`` is ``[lo_x, lo_y, lo_z, hi_x, hi_y, hi_z]`` in LPS millimetres."""
+        there. ``roi_lps`` is ``[lo_x, lo_y, lo_z, hi_x, hi_y, hi_z]`` in LPS millimetres; without it
+        ``auto_roi`` lets the model's localiser find the box (:func:`SternumSSMLib.segment.segment_ct`)."""
         return self.send(
             {
                 "image": str(image_path),
                 "output": str(output_path),
                 "roi_lps": roi_lps,
                 "uncertainty": None if uncertainty_path is None else str(uncertainty_path),
+                "auto_roi": auto_roi,
             }
         )
 
@@ -65,6 +68,7 @@ def load_segmenter(model_folder: str, preset: str, device: str) -> tuple[Handler
             roi=Box(np.array(roi[:3]), np.array(roi[3:])) if roi else None,
             progress=lambda done, total: progress(done / max(total, 1), f"Segmented {done} of {total} patches"),
             with_uncertainty=uncertainty_path is not None,
+            auto_roi=request.get("auto_roi", True),
         )
         sitk.WriteImage(Volume.to_sitk(outcome.labels), request["output"], True)
         if uncertainty_path is not None:

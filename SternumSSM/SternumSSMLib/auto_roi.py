@@ -1,0 +1,92 @@
+"""Automatic region of interest: a coarse localiser finds the structures' box, the fine pass runs inside it.
+
+Index boxes are ``[k, j, i]`` slices of the CT's own grid, so a crop is lossless and pastes back exactly,
+for any orientation. The box of a label map is taken over its labelled voxels' corners in LPS millimetres,
+then widened by a margin in millimetres, so it means the same on every grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import ImageGeometry, Volume
+from .roi import Box, index_slices, occupied_slices
+
+Slices = tuple[slice, slice, slice]
+
+# Context around the structures for the fine pass: the localiser works at 6 mm, and the model saw
+# crops with 10-40 mm around the structures in training.
+AUTO_ROI_MARGIN_MM = 25.0
+# A fine pass whose labels still touch an inner face of its box is repeated on a box grown there.
+MAX_GROWTHS = 2
+# The localiser was trained on 2 mm scans; a finer CT is block-averaged to about this before it.
+LOCALISER_INPUT_MM = 2.0
+
+
+def block_mean(image: Volume, target_mm: float = LOCALISER_INPUT_MM) -> Volume:
+    """``image`` averaged over blocks of whole voxels, each axis by the largest factor that keeps its spacing
+    at most ``target_mm``: anti-aliased and exact in geometry (a block's centre is the mean of its voxels'
+    centres), and far cheaper than resampling the whole CT with splines. A trailing partial block is dropped."""
+    spacing = np.asarray(image.geometry.spacing, float)
+    factors = np.maximum(np.floor(target_mm / spacing + 1e-9), 1).astype(int)  # (i, j, k)
+    if np.all(factors == 1):
+        return image
+    f_k, f_j, f_i = factors[::-1]
+    n_k, n_j, n_i = (np.array(image.array.shape) // factors[::-1]).tolist()
+    blocks = image.array[: n_k * f_k, : n_j * f_j, : n_i * f_i].reshape(n_k, f_k, n_j, f_j, n_i, f_i)
+    array = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    geometry = ImageGeometry(
+        origin_lps=image.geometry.index_to_lps(((factors - 1) / 2.0)[None])[0],
+        spacing=spacing * factors,
+        direction_lps=image.geometry.direction_lps,
+        size=(n_i, n_j, n_k),
+    )
+    return Volume(array, geometry)
+
+
+def structures_box(labels: Volume, margin_mm: float) -> Box | None:
+    """LPS box around every labelled voxel of ``labels`` (whole voxels) plus ``margin_mm``; None if none."""
+    occupied = occupied_slices(labels.array)
+    if occupied is None:
+        return None
+    lo = np.array([part.start for part in occupied[::-1]], dtype=float) - 0.5  # (i, j, k)
+    hi = np.array([part.stop - 1 for part in occupied[::-1]], dtype=float) + 0.5
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    points = labels.geometry.index_to_lps(corners)
+    return Box(points.min(axis=0) - margin_mm, points.max(axis=0) + margin_mm)
+
+
+def box_slices(image: Volume, box: Box) -> Slices:
+    """The CT's [k, j, i] slices that hold ``box`` (clipped to the CT)."""
+    return index_slices(image.geometry, box)
+
+
+def touched_inner_faces(labels: np.ndarray, slices: Slices, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(array axis, -1 low | +1 high) of each face of the crop ``labels`` that has labels on it and lies
+    inside the CT (``shape``), so that the structure may go on beyond the box."""
+    faces = []
+    for axis, part in enumerate(slices):
+        if part.start > 0 and np.any(np.take(labels, 0, axis=axis)):
+            faces.append((axis, -1))
+        if part.stop < shape[axis] and np.any(np.take(labels, -1, axis=axis)):
+            faces.append((axis, +1))
+    return faces
+
+
+def grow(slices: Slices, faces: list[tuple[int, int]], spacing_kji: np.ndarray, margin_mm: float,
+         shape: tuple[int, ...]) -> Slices:
+    """``slices`` widened by ``margin_mm`` on each of ``faces``, within the CT."""
+    grown = list(slices)
+    for axis, side in faces:
+        step = int(np.ceil(margin_mm / spacing_kji[axis]))
+        part = grown[axis]
+        grown[axis] = slice(max(part.start - step, 0), part.stop) if side < 0 else slice(
+            part.start, min(part.stop + step, shape[axis]))
+    return tuple(grown)
+
+
+def with_border(slices: Slices, shape: tuple[int, ...]) -> Slices:
+    """``slices`` one voxel wider on every side that lies inside the CT: a crop of an ROI result with that
+    border shows the ROI's inner faces as unlabelled, so only the CT's own faces count as the scan boundary."""
+    return tuple(slice(max(part.start - 1, 0), min(part.stop + 1, size))
+                 for part, size in zip(slices, shape, strict=True))
