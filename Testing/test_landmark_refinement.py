@@ -91,3 +91,17 @@ def test_refined_landmarks_are_the_same_in_all_48_axis_orientations(phantom, rim
     for code in all_orientation_codes():
         refined = refine_landmarks(estimates, Rim.from_labels(reoriented(phantom.labels, code)), PROTOCOL)
         assert np.abs(refined - reference).max() < 1e-6, code
+
+
+@pytest.mark.parametrize("phase_mm", [0.0, 0.5, 1.0, 1.5])
+def test_the_waist_is_the_corner_of_the_width_profile_whatever_the_voxel_phase(phase_mm):
+    """Below the waist the manubrium widens by less than a voxel: 2 mm voxels turn that into a flat stretch
+    whose lowest sample depends on where the voxel steps fall. The corner of the two-line fit does not."""
+    from SternumLandmarksLib.landmark_refinement import _narrowest_level
+
+    corner = -12.0
+    levels = np.arange(-30.0, 10.0, 0.25)[::-1]  # superior coordinate, top down along the margin
+    half_width = 14.5 + np.where(levels > corner, 0.5 * (levels - corner), 0.1 * (corner - levels))
+    quantised = 2.0 * np.floor((half_width + phase_mm) / 2.0) + 1.0 - phase_mm  # the voxel columns' edges
+    margins = [np.column_stack([side * quantised, levels]) for side in (-1.0, 1.0)]
+    assert abs(_narrowest_level(margins, 0.25) - corner) < 2.5  # the flat stretch's middle: 2-7 mm off

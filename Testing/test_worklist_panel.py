@@ -90,8 +90,11 @@ def test_give_back_releases_her_claim_and_leaves_her_nodes(mrml_scene, phantom, 
     assert mrml_scene.GetNumberOfNodes() == nodes and chosen.inputVolume is opened.volume_node  # her edits stay
     loaded = (opened.volume_node, opened.segmentation_node, opened.landmarks_node)
     assert all(mrml_scene.IsNodePresent(node) for node in loaded)
-    panel.next_case(parameters(batchFolder=batch, annotator="Bob"))
+    again = panel.next_case(parameters(batchFolder=batch, annotator="Bob"))
     assert panel.notice == "" and live_claims(batch)["case1"].annotator == "Bob"
+    # the case comes back to this scene: its kept nodes (and any edits in them) open, nothing is loaded twice
+    assert (again.volume_node, again.segmentation_node, again.landmarks_node) == loaded
+    assert mrml_scene.GetNumberOfNodes() == nodes and panel.given_back == []
 
 
 def test_give_back_leaves_a_claim_taken_over_meanwhile(mrml_scene, phantom, tmp_path):

@@ -7,6 +7,10 @@ localiser's box. Printed per thorax: seconds of each step from the run records (
 network, back to the CT grid, post-processing, QA), the total, the full/auto ratio, the share of voxels in the
 box, and the total Dice of each against the phantom's truth and against each other.
 
+Then end to end, as an annotator's command runs it: ``sternum-ssm predict`` on the large thorax's file (read,
+model load, segmentation, writing the .seg.nrrd and its record), fast and accurate preset, with and without the
+automatic ROI, each in a fresh process: wall seconds and peak memory (the child's maximum resident set).
+
 Not a test: ``.venv/bin/python bench/bench_auto_roi.py [--large-ct FILE] [--repeats N]``.
 """
 
@@ -14,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,6 +42,23 @@ def thoraxes(large_ct: str | None) -> list[tuple[str, Volume, np.ndarray | None]
         large = generate_phantom(PhantomParameters(seed=0, spacing=(0.7, 0.7, 1.0)))
         cases.append(("large 0.7 x 0.7 x 1.0 mm", large.image, large.labels.array))
     return cases
+
+
+def predict_command(ct_file: Path, preset: str, auto_roi: bool) -> tuple[float, float]:
+    """Wall seconds and peak resident GB of one ``sternum-ssm predict`` process."""
+    command = Path(sys.executable).with_name("sternum-ssm")
+    with tempfile.TemporaryDirectory() as output:
+        arguments = [str(command), "predict", str(ct_file), "--output", output, "--preset", preset]
+        arguments += [] if auto_roi else ["--no-auto-roi"]
+        # A parent of its own per run: its children's ru_maxrss (kB on Linux) is then this run's peak.
+        measure = (
+            "import resource, subprocess, sys, time; started = time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        result = subprocess.run([sys.executable, "-c", measure, *arguments], check=True, capture_output=True)
+    seconds, peak_kb = result.stdout.split()
+    return float(seconds), float(peak_kb) / 1e6
 
 
 def step_seconds(record: dict) -> dict[str, float]:
@@ -79,6 +103,17 @@ def main() -> None:
             cost = full_dice - auto_dice
             line += f"; vs truth: full {full_dice:.4f}, automatic ROI {auto_dice:.4f} (cost {cost:+.4f})"
         print(line)
+    print("\nEnd to end, sternum-ssm predict on the large thorax (fresh process each):")
+    print("| preset | automatic ROI s | whole volume s | whole / automatic | peak GB automatic / whole |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        ct_file = Path(args.large_ct) if args.large_ct else Path(folder) / "large.nrrd"
+        if not args.large_ct:
+            sitk.WriteImage(image.to_sitk(), str(ct_file), True)  # the last thorax above: the large one
+        for preset in ("fast", "accurate"):
+            auto_s, auto_gb = predict_command(ct_file, preset, True)
+            full_s, full_gb = predict_command(ct_file, preset, False)
+            print(f"| {preset} | {auto_s:.1f} | {full_s:.1f} | {full_s / auto_s:.2f} | {auto_gb:.2f} / {full_gb:.2f} |")
     print(f"\nload: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 

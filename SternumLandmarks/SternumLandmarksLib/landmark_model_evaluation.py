@@ -77,6 +77,9 @@ def evaluate_landmark_model(model_folder: Path | str, seeds=HELD_OUT_SEEDS, spac
             "low_confidence": [names[i] for i in np.flatnonzero(prediction.placed & ~prediction.confident)],
             "duplicates": [list(pair[:2]) for pair in prediction.duplicates],
             "oblique_copy_max_mm": float(np.nanmax(difference)) if np.isfinite(difference).any() else None,
+            "oblique_copy_worst": [
+                (names[i], round(float(difference[i]), 2)) for i in np.argsort(-np.nan_to_num(difference))[:3]
+            ],
             "truth_missing": int((~phantom.landmarks.defined).sum()),
         })
     errors = np.concatenate(pooled)

@@ -327,21 +327,34 @@ class _Refinement:
 
 def _narrowest_level(margins_mm: list[np.ndarray], step_mm: float) -> float:
     """The superior coordinate where the margins ((M, 2) frontal points each, one per side) are
-    narrowest together: both sides' widths add up, so each side's voxel steps average out. A
-    width that stays within ``ON_LINE_MM`` of its least over a stretch gives the stretch's middle."""
+    narrowest together: both sides' widths add up, so each side's voxel steps average out.
+
+    The level is the corner of the two straight lines that fit the width profile best (narrowing from
+    above, then level or widening towards the joint), not the lowest sample: below the waist the
+    manubrium widens by less than a voxel, so the voxel steps, which differ with the scan's direction,
+    would decide which sample of that flat stretch is lowest."""
     levels = [margin[:, 1] for margin in margins_mm]
     grid = np.arange(max(level.min() for level in levels), min(level.max() for level in levels), step_mm)
-    if not len(grid):
-        grid = np.concatenate(levels)
+    if len(grid) < 5:
+        grid = np.sort(np.concatenate(levels))
     width = np.zeros(len(grid))
     for margin in margins_mm:
         order = np.argsort(margin[:, 1])
         width += np.interp(grid, margin[order, 1], np.abs(margin[order, 0]))
-    near = width <= width.min() + ON_LINE_MM
-    lowest = int(np.argmin(width))
-    start = lowest - int(np.argmin(near[lowest::-1])) + 1 if not near[: lowest + 1].all() else 0
-    stop = lowest + int(np.argmin(near[lowest:])) if not near[lowest:].all() else len(grid)
-    return float(0.5 * (grid[start] + grid[stop - 1]))
+    return _hinge(grid, width) if len(grid) >= 5 else float(grid[np.argmin(width)])
+
+
+def _hinge(x: np.ndarray, y: np.ndarray) -> float:
+    """The corner of the continuous two-line fit to (x, y) with least squared error (corner between the
+    second and the second-to-last sample)."""
+    best, corner = np.inf, float(x[np.argmin(y)])
+    for candidate in x[1:-1]:
+        basis = np.column_stack([np.ones_like(x), np.minimum(x - candidate, 0.0), np.maximum(x - candidate, 0.0)])
+        coefficients, *_ = np.linalg.lstsq(basis, y, rcond=None)
+        error = float(np.sum((basis @ coefficients - y) ** 2))
+        if error < best - 1e-9:
+            best, corner = error, float(candidate)
+    return corner
 
 
 def _match_in_order(cost: np.ndarray, skipped: float) -> list[int | None]:

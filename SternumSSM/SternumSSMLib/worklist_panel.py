@@ -13,7 +13,8 @@ into the scene as if the module had predicted it there:
 
 It fills the export's inputs (CT, segmentation, landmarks, case id = the batch's case id); after the export the
 claim is released, and the case leaves the list because the dataset now holds it. **Give case back** releases
-the claim without an export: the case returns to the list for the others, and its nodes stay in the scene.
+the claim without an export: the case returns to the list for the others, and its nodes stay in the scene; when
+Next case brings that case back to this scene, it opens those nodes (with any edits) instead of loading it twice.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class WorklistPanel:
         self.stale_after_s = stale_after_s
         self.entries: list[WorklistEntry] = []
         self.open_cases: list[OpenCase] = []
+        self.given_back: list[OpenCase] = []  # released cases whose nodes stayed in the scene
         self._ranked_for: tuple | None = None  # (batch, dataset) the entries were ranked for
         self.notice = ""  # what the last Give case back did, for the status line until the next case opens
 
@@ -110,9 +112,11 @@ class WorklistPanel:
             self.ranked(parameters, refresh=True)
             return None
         already = self._open_case(claim.case_id)
-        if already is not None:  # her own open case, claimed again (renewed): show it, do not load it twice
+        if already is not None:  # open or given back in this scene, claimed again: show it, do not load it twice
             opened = replace(already, claim=claim)
-            self.open_cases.remove(already)
+            for cases in (self.open_cases, self.given_back):
+                if already in cases:
+                    cases.remove(already)
         else:
             try:
                 opened = self._load(batch, claim)
@@ -128,11 +132,11 @@ class WorklistPanel:
         return opened
 
     def _open_case(self, case_id: str) -> OpenCase | None:
-        """The case opened earlier in this scene, while its nodes are still there."""
+        """The case opened (or given back) earlier in this scene, while its nodes are still there."""
         nodes = ("volume_node", "segmentation_node", "landmarks_node")
         return next(
             (
-                case for case in self.open_cases
+                case for case in self.open_cases + self.given_back
                 if case.claim.case_id == case_id and all(self.scene.IsNodePresent(getattr(case, n)) for n in nodes)
             ),
             None,
@@ -181,6 +185,7 @@ class WorklistPanel:
         if opened is None:
             raise ValueError(f"{parameters.annotator or 'You'} holds no case opened with Next case in this scene.")
         case_id = opened.claim.case_id
+        self.given_back.append(opened)
         if self._release(opened, parameters):
             self.notice = f"Case {case_id} is given back for the others to take; its nodes stay in the scene."
         else:
