@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reoriented import reoriented
-from SternumSSMLib.auto_roi import box_slices, grow, structures_box, touched_inner_faces, with_border
+from SternumSSMLib.auto_roi import box_slices, grow, structures_box, touched_inner_faces
 from SternumSSMLib.geometry import ImageGeometry, Volume, orientation_direction, rotation_matrix
+from SternumSSMLib.geometry import reindexed as reoriented
 from SternumSSMLib.phantom import generate_phantom, random_parameters
 from SternumSSMLib.qa import qa_flags
-from SternumSSMLib.roi import crop
+from SternumSSMLib.roi import crop, with_border
 
 
 def _block_labels(direction: np.ndarray, origin=(-40.0, 20.0, 300.0)) -> Volume:
@@ -56,11 +56,17 @@ def test_nothing_labelled_has_no_box():
 def test_only_inner_faces_with_labels_count_and_growing_opens_just_those():
     shape = (20, 40, 30)
     slices = (slice(0, 10), slice(5, 25), slice(8, 30))  # low k and high i lie on the CT's own faces
+    spacing_kji = np.array([3.0, 1.5, 2.0])
     crop_labels = np.zeros((10, 20, 22), np.uint8)
-    crop_labels[0, 3, 3] = 1  # low k face: the CT's own face, the scan cuts it there
-    crop_labels[4, -1, 5] = 2  # high j face: inside the CT
-    crop_labels[5, 6, -1] = 3  # high i face: the CT's own face
-    assert touched_inner_faces(crop_labels, slices, shape) == [(1, +1)]
+    crop_labels[0, 3:9, 3:9] = 1  # low k face: the CT's own face, the scan cuts it there
+    crop_labels[4:7, -1, 5:8] = 2  # high j face, inside the CT: 9 voxels of 6 mm^2, a section of 54 mm^2
+    crop_labels[5:9, 6:12, -1] = 3  # high i face: the CT's own face
+    crop_labels[2, 8, 0] = 4  # low i face, inside the CT: one stray voxel (4.5 mm^2) is no section
+    assert touched_inner_faces(crop_labels, slices, shape, spacing_kji) == [(1, +1)]
+    crop_labels[2:5, 8, 0] = 4  # three voxels along k: 13.5 mm^2, still under 25 mm^2
+    assert touched_inner_faces(crop_labels, slices, shape, spacing_kji) == [(1, +1)]
+    crop_labels[2:5, 8:10, 0] = 4  # 27 mm^2: a structure may go on past the face
+    assert touched_inner_faces(crop_labels, slices, shape, spacing_kji) == [(1, +1), (2, -1)]
     grown = grow(slices, [(1, +1)], np.array([3.0, 1.5, 2.0]), 6.0, shape)
     assert grown == (slice(0, 10), slice(5, 29), slice(8, 30))
     assert grow(slices, [(1, -1)], np.array([3.0, 1.5, 2.0]), 60.0, shape)[1] == slice(0, 25)

@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from reoriented import reoriented
 from SternumLandmarksLib.landmark_refinement import Rim, refine_landmarks
 from SternumSSMLib.anatomy import default_protocol
 from SternumSSMLib.geometry import Volume, all_orientation_codes
+from SternumSSMLib.geometry import reindexed as reoriented
 from SternumSSMLib.phantom import Phantom, generate_phantom, random_parameters, sternum_label_map
 
 PROTOCOL = default_protocol()

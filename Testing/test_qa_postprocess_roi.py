@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from reoriented import reoriented
 from SternumSSMLib.anatomy import label_scheme
 from SternumSSMLib.geometry import Volume, all_orientation_codes, orientation_direction, rotation_matrix
+from SternumSSMLib.geometry import reindexed as reoriented
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom, with_orientation
 from SternumSSMLib.postprocess import PostprocessSettings, postprocess
 from SternumSSMLib.qa import cartilage_pieces_per_side, qa_flags

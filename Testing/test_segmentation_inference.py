@@ -54,7 +54,7 @@ def test_bundled_checkpoint_loads_without_unpickling_code():
         assert content["trainer_name"] == "nnUNetTrainer"
         assert content["inference_allowed_mirroring_axes"] is None
     size_mb = sum(p.stat().st_size for p in BUNDLED_MODEL.rglob("*") if p.is_file()) / 1e6
-    assert size_mb < 5
+    assert size_mb < 6  # segmentation model 4.2 MB, localiser 1.4 MB (fp16)
 
 
 def test_prediction_matches_the_phantom(model, held_out_case):

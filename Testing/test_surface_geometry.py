@@ -12,10 +12,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from reoriented import reoriented
 from SternumLandmarksLib.landmark_qa import LandmarkQAContext
 from SternumLandmarksLib.pseudo_landmarks import pseudo_landmarks
 from SternumSSMLib.geometry import PointSet, Volume, all_orientation_codes, orientation_direction, rotation_matrix
+from SternumSSMLib.geometry import reindexed as reoriented
 from SternumSSMLib.phantom import Phantom, generate_phantom, random_parameters, with_orientation
 
 PER_SEGMENT = 3

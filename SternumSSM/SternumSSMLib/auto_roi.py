@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import ImageGeometry, Volume
-from .roi import Box, index_slices, occupied_slices
-
-Slices = tuple[slice, slice, slice]
+from .postprocess import CUT_SECTION_MM2
+from .roi import Box, Slices, index_slices, occupied_slices
 
 # Context around the structures for the fine pass: the localiser works at 6 mm, and the model saw
 # crops with 10-40 mm around the structures in training.
@@ -61,15 +60,18 @@ def box_slices(image: Volume, box: Box) -> Slices:
     return index_slices(image.geometry, box)
 
 
-def touched_inner_faces(labels: np.ndarray, slices: Slices, shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(array axis, -1 low | +1 high) of each face of the crop ``labels`` that has labels on it and lies
-    inside the CT (``shape``), so that the structure may go on beyond the box."""
+def touched_inner_faces(
+    labels: np.ndarray, slices: Slices, shape: tuple[int, ...], spacing_kji: np.ndarray
+) -> list[tuple[int, int]]:
+    """(array axis, -1 low | +1 high) of each face of the crop ``labels`` that lies inside the CT (``shape``)
+    and shows a labelled section of at least ``CUT_SECTION_MM2``, so that a structure may go on beyond the
+    box. A few stray voxels on a face (a model's guess at the edge of its input) do not count."""
     faces = []
     for axis, part in enumerate(slices):
-        if part.start > 0 and np.any(np.take(labels, 0, axis=axis)):
-            faces.append((axis, -1))
-        if part.stop < shape[axis] and np.any(np.take(labels, -1, axis=axis)):
-            faces.append((axis, +1))
+        pixel_mm2 = float(np.prod(np.delete(spacing_kji, axis)))
+        for side, index, inside in ((-1, 0, part.start > 0), (+1, -1, part.stop < shape[axis])):
+            if inside and np.count_nonzero(np.take(labels, index, axis=axis)) * pixel_mm2 >= CUT_SECTION_MM2:
+                faces.append((axis, side))
     return faces
 
 
@@ -83,10 +85,3 @@ def grow(slices: Slices, faces: list[tuple[int, int]], spacing_kji: np.ndarray, 
         grown[axis] = slice(max(part.start - step, 0), part.stop) if side < 0 else slice(
             part.start, min(part.stop + step, shape[axis]))
     return tuple(grown)
-
-
-def with_border(slices: Slices, shape: tuple[int, ...]) -> Slices:
-    """``slices`` one voxel wider on every side that lies inside the CT: a crop of an ROI result with that
-    border shows the ROI's inner faces as unlabelled, so only the CT's own faces count as the scan boundary."""
-    return tuple(slice(max(part.start - 1, 0), min(part.stop + 1, size))
-                 for part, size in zip(slices, shape, strict=True))

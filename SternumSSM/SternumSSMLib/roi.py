@@ -8,6 +8,8 @@ import numpy as np
 
 from .geometry import ImageGeometry, Volume
 
+Slices = tuple[slice, slice, slice]  # [k, j, i]
+
 
 @dataclass(frozen=True)
 class Box:
@@ -73,3 +75,10 @@ def occupied_slices(array: np.ndarray) -> tuple[slice, ...] | None:
             return None
         slices.append(slice(int(filled[0]), int(filled[-1]) + 1))
     return tuple(slices)
+
+
+def with_border(slices: Slices, shape: tuple[int, ...]) -> Slices:
+    """``slices`` one voxel wider on every side that lies inside the volume (``shape``): a crop of labels with that
+    border shows the box's inner faces as unlabelled, so only the volume's own faces count as the scan boundary."""
+    return tuple(slice(max(part.start - 1, 0), min(part.stop + 1, size))
+                 for part, size in zip(slices, shape, strict=True))

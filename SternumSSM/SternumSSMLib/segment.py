@@ -21,12 +21,11 @@ from .auto_roi import (
     grow,
     structures_box,
     touched_inner_faces,
-    with_border,
 )
 from .geometry import Volume
 from .postprocess import PostprocessSettings, postprocess
 from .qa import QAFlag, class_volumes_ml, qa_flags
-from .roi import Box, crop, index_slices, paste
+from .roi import Box, crop, index_slices, paste, with_border
 from .segmentation_inference import ProgressCallback, SegmentationModel, SegmentationResult
 
 NO_STRUCTURES_FOUND = (
@@ -96,7 +95,7 @@ def segment_ct(
         "roi_lps": None if roi is None else {"lo": roi.lo_lps.tolist(), "hi": roi.hi_lps.tolist()},
         "auto_roi": located,
         "postprocessing": postprocessing,
-        "volumes_ml": {name: round(value, 3) for name, value in class_volumes_ml(cleaned).items()},
+        "volumes_ml": {name: round(value, 3) for name, value in class_volumes_ml(qa_labels).items()},
         "qa_flags": [asdict(flag) for flag in flags],
         "step_seconds": prediction.record["step_seconds"] | {name: round(value, 3) for name, value in steps.items()},
         "total_seconds": round(time.perf_counter() - started, 3),
@@ -126,7 +125,7 @@ def _predict_growing(
     while True:
         prediction = model.predict(crop(image, slices), progress=progress, cancel=cancel,
                                    return_uncertainty=with_uncertainty)
-        faces = touched_inner_faces(prediction.labels.array, slices, shape)
+        faces = touched_inner_faces(prediction.labels.array, slices, shape, spacing_kji)
         if not faces or located["growths"] == MAX_GROWTHS:
             break
         slices = grow(slices, faces, spacing_kji, AUTO_ROI_MARGIN_MM, shape)
