@@ -144,7 +144,7 @@ def test_a_box_that_cuts_the_structures_is_grown_until_they_fit(model, whole_sca
 
     def too_tight(labels, margin_mm):
         box = structures_box(labels, margin_mm)
-        return Box(box.lo_lps + 35.0, box.hi_lps - 35.0)
+        return Box(box.lo_lps + 15.0, box.hi_lps - 15.0)  # 10 mm inside the structures' own box
 
     monkeypatch.setattr(segment, "structures_box", too_tight)
     grown = segment.segment_ct(model, whole_scan.image)

@@ -364,4 +364,6 @@ def test_worklist_give_case_back_returns_the_case_to_the_list_and_keeps_the_node
     assert not ui.giveBackButton.enabled
     harness.click(ui.nextCaseButton)
     assert harness.errors() == [] and ui.caseIdLineEdit.text == "case1" and ui.giveBackButton.enabled
-    assert live_claims(batch)["case1"].annotator == "Bob" and widget._parameterNode.inputVolume is not ct
+    # the case comes back to this scene: the nodes Ann left (with any edits) open again, nothing is loaded twice
+    assert live_claims(batch)["case1"].annotator == "Bob" and widget._parameterNode.inputVolume is ct
+    assert harness.scene.GetNumberOfNodes() == nodes

@@ -27,6 +27,7 @@ from .postprocess import PostprocessSettings, postprocess
 from .qa import QAFlag, class_volumes_ml, qa_flags
 from .roi import Box, crop, index_slices, paste, with_border
 from .segmentation_inference import ProgressCallback, SegmentationModel, SegmentationResult
+from .sternum_check import NO_STERNUM_ML, STERNUM_CLASSES
 
 NO_STRUCTURES_FOUND = (
     "No sternum found: the localiser found no sternum or costal cartilage in this CT, so the full-resolution "
@@ -106,9 +107,12 @@ def segment_ct(
 def _locate(model: SegmentationModel, image: Volume, cancel) -> tuple[tuple[slice, ...] | None, dict]:
     """The localiser's box around the structures as the CT's index slices (None if it found nothing)."""
     coarse = model.localiser.predict(block_mean(image), cancel=cancel)
-    box = structures_box(coarse.labels, AUTO_ROI_MARGIN_MM)
+    sternum_ml = sum(class_volumes_ml(coarse.labels)[name] for name in STERNUM_CLASSES)
+    # A few coarse voxels are the localiser's noise, not a sternum (sternum_check's own lower bound).
+    box = structures_box(coarse.labels, AUTO_ROI_MARGIN_MM) if sternum_ml >= NO_STERNUM_ML else None
     located = {
         "localiser_seconds": coarse.record["seconds"],
+        "localiser_sternum_ml": round(sternum_ml, 2),
         "margin_mm": AUTO_ROI_MARGIN_MM,
         "found": box is not None,
     }
