@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from SternumSSMLib.auto_roi import box_slices, grow, structures_box, touched_inner_faces
+from SternumSSMLib.auto_roi import grow, structures_box, touched_inner_faces
 from SternumSSMLib.geometry import ImageGeometry, Volume, orientation_direction, rotation_matrix
 from SternumSSMLib.geometry import reindexed as reoriented
 from SternumSSMLib.phantom import generate_phantom, random_parameters
 from SternumSSMLib.qa import qa_flags
-from SternumSSMLib.roi import crop, with_border
+from SternumSSMLib.roi import crop, index_slices, with_border
 
 
 def _block_labels(direction: np.ndarray, origin=(-40.0, 20.0, 300.0)) -> Volume:
@@ -43,7 +43,7 @@ def test_the_box_of_an_oblique_grid_holds_every_labelled_voxel_and_crops_back_to
     present = np.argwhere(labels.array)[:, ::-1].astype(float)
     centres = labels.geometry.index_to_lps(present)
     assert np.all(centres >= box.lo_lps) and np.all(centres <= box.hi_lps)
-    slices = box_slices(labels, box)
+    slices = index_slices(labels.geometry, box)
     inside = crop(labels, slices)
     assert int(np.count_nonzero(inside.array)) == int(np.count_nonzero(labels.array))
 
@@ -83,14 +83,14 @@ def test_qa_on_the_box_with_its_border_gives_the_flags_of_the_whole_grid(phantom
     inner faces are background; a box reaching the CT's face still reports the scan cutting a structure."""
     labels = phantom.labels
     whole = [flag.code for flag in qa_flags(labels, ct=phantom.image)]
-    slices = box_slices(labels, structures_box(labels, 0.0))  # the labels touch every face of the box
+    slices = index_slices(labels.geometry, structures_box(labels, 0.0))  # the labels touch every face of the box
     assert all(part.start > 0 for part in slices)
     on_box = [flag.code for flag in qa_flags(crop(labels, with_border(slices, labels.array.shape)), ct=phantom.image)]
     assert on_box == whole
     assert "cut" in [flag.code for flag in qa_flags(crop(labels, slices), ct=phantom.image)]
     # a truncated scan: the box reaches the top slice, and the cut flag survives the crop
     truncated = generate_phantom(random_parameters(5004, spacing=(2.0, 2.0, 2.0), truncate_superior_mm=50.0))
-    slices = box_slices(truncated.labels, structures_box(truncated.labels, 3.0))
+    slices = index_slices(truncated.labels.geometry, structures_box(truncated.labels, 3.0))
     cropped = crop(truncated.labels, with_border(slices, truncated.labels.array.shape))
     codes = [flag.code for flag in qa_flags(cropped, ct=truncated.image)]
     assert "cut" in codes

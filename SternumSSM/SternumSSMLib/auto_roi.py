@@ -11,7 +11,7 @@ import numpy as np
 
 from .geometry import ImageGeometry, Volume
 from .postprocess import CUT_SECTION_MM2
-from .roi import Box, Slices, index_slices, occupied_slices
+from .roi import Box, Slices, occupied_slices
 
 # Context around the structures for the fine pass: the localiser works at 6 mm, and the model saw
 # crops with 10-40 mm around the structures in training.
@@ -53,11 +53,6 @@ def structures_box(labels: Volume, margin_mm: float) -> Box | None:
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
     points = labels.geometry.index_to_lps(corners)
     return Box(points.min(axis=0) - margin_mm, points.max(axis=0) + margin_mm)
-
-
-def box_slices(image: Volume, box: Box) -> Slices:
-    """The CT's [k, j, i] slices that hold ``box`` (clipped to the CT)."""
-    return index_slices(image.geometry, box)
 
 
 def touched_inner_faces(

@@ -27,7 +27,7 @@ from .geometry import Volume, reindexed, rotation_matrix
 from .metrics import dice_per_class
 from .phantom import PhantomParameters, generate_phantom, random_parameters, with_orientation
 from .segment import segment_ct
-from .segmentation_inference import PredictionSettings, SegmentationModel
+from .segmentation_inference import SegmentationModel
 
 HELD_OUT_SEEDS = tuple(range(5000, 5010))
 OBLIQUE_DEG = 20.0
@@ -78,7 +78,6 @@ def evaluate_segmentation_model(
     model_folder: Path | str, seeds=HELD_OUT_SEEDS, spacing_mm: float = 2.0, copies: bool = True
 ) -> dict:
     model = SegmentationModel(model_folder)
-    full = SegmentationModel(model_folder, PredictionSettings(auto_roi=False)) if model.localiser else None
     cases = []
     for seed in seeds:
         params = random_parameters(seed, spacing=(spacing_mm,) * 3)
@@ -91,8 +90,8 @@ def evaluate_segmentation_model(
             "seconds": outcome.record["total_seconds"],
             "qa_flags": [flag.code for flag in outcome.flags],
         }
-        if full is not None:
-            whole = segment_ct(full, phantom.image)
+        if model.localiser is not None:
+            whole = segment_ct(model, phantom.image, auto_roi=False)
             case["full_pass"] = {
                 "dice": dice_per_class(whole.labels.array, phantom.labels.array),
                 "seconds": whole.record["total_seconds"],
