@@ -96,6 +96,27 @@ def test_the_training_mix_oversamples_hard_cases_rotates_and_crops_the_asked_sha
         params.validate()
 
 
+
+def test_fine_training_cases_take_a_ct_spacing_in_the_asked_share_and_leave_every_other_draw_alone():
+    from dataclasses import replace
+
+    from SternumSSMLib.segmentation_training import DemoTrainingSettings, training_phantom_parameters
+
+    mixed = DemoTrainingSettings(oblique_share=0.5, crop_share=0.3, oversample_hard_cases=True)
+    fine = replace(mixed, fine_share=0.5, fine_spacing_mm=(0.7, 1.5))
+    seeds = range(1000, 1400)
+    coarse_cases = [training_phantom_parameters(seed, mixed) for seed in seeds]
+    fine_cases = [training_phantom_parameters(seed, fine) for seed in seeds]
+    spacings = np.array([params.spacing for params, _ in fine_cases])
+    is_fine = np.all(spacings != 2.0, axis=1)
+    assert 0.42 < is_fine.mean() < 0.58
+    assert np.all(spacings[~is_fine] == 2.0)
+    assert np.all((spacings[is_fine] >= 0.7) & (spacings[is_fine] <= 1.5))
+    assert len({tuple(row) for row in spacings[is_fine]}) == is_fine.sum()  # each axis drawn per case
+    for (coarse, coarse_margin), (drawn, margin) in zip(coarse_cases, fine_cases, strict=True):
+        assert replace(drawn, spacing=coarse.spacing) == coarse and margin == coarse_margin
+
+
 def test_a_cropped_training_case_keeps_every_label_with_its_margin_and_geometry():
     from SternumSSMLib.phantom import generate_phantom, random_parameters
     from SternumSSMLib.segmentation_training import crop_to_structures

@@ -3,9 +3,16 @@
 Index boxes are ``[k, j, i]`` slices of the CT's own grid, so a crop is lossless and pastes back exactly,
 for any orientation. The box of a label map is taken over its labelled voxels' corners in LPS millimetres,
 then widened by a margin in millimetres, so it means the same on every grid.
+
+The margin is fitted to the fine model's sliding window (:func:`fit_to_tiles`): network time goes by tiles,
+and a box one voxel longer than a tile along an axis costs a second row of tiles there. So each axis takes
+the fewest tiles that hold the structures with AUTO_ROI_MIN_MARGIN_MM, then as much margin as those tiles
+hold, up to AUTO_ROI_MARGIN_MM.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,9 +20,13 @@ from .geometry import ImageGeometry, Volume
 from .postprocess import CUT_SECTION_MM2
 from .roi import Box, Slices, occupied_slices
 
+if TYPE_CHECKING:
+    from .segmentation_inference import TileGrid
+
 # Context around the structures for the fine pass: the localiser works at 6 mm, and the model saw
-# crops with 10-40 mm around the structures in training.
+# crops with 10-40 mm around the structures in training. The margin lies between these two, see fit_to_tiles.
 AUTO_ROI_MARGIN_MM = 25.0
+AUTO_ROI_MIN_MARGIN_MM = 15.0
 # A fine pass whose labels still touch an inner face of its box is repeated on a box grown there.
 MAX_GROWTHS = 2
 # The localiser was trained on 2 mm scans; a finer CT is block-averaged to about this before it.
@@ -43,7 +54,7 @@ def block_mean(image: Volume, target_mm: float = LOCALISER_INPUT_MM) -> Volume:
     return Volume(array, geometry)
 
 
-def structures_box(labels: Volume, margin_mm: float) -> Box | None:
+def structures_box(labels: Volume, margin_mm: float = 0.0) -> Box | None:
     """LPS box around every labelled voxel of ``labels`` (whole voxels) plus ``margin_mm``; None if none."""
     occupied = occupied_slices(labels.array)
     if occupied is None:
@@ -53,6 +64,21 @@ def structures_box(labels: Volume, margin_mm: float) -> Box | None:
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
     points = labels.geometry.index_to_lps(corners)
     return Box(points.min(axis=0) - margin_mm, points.max(axis=0) + margin_mm)
+
+
+def fit_to_tiles(inner: Slices, outer: Slices, grid: TileGrid, spacing_kji: np.ndarray) -> Slices:
+    """Per axis, ``inner`` (the structures with the least margin) widened towards ``outer`` (the most) as
+    far as the tiles that ``inner`` needs reach, split evenly between both sides where there is room."""
+    fitted = []
+    for axis, (small, large) in enumerate(zip(inner, outer, strict=True)):
+        length = small.stop - small.start
+        tiles = grid.tiles(axis, length, float(spacing_kji[axis]))
+        extra = max(min(grid.longest(axis, tiles, float(spacing_kji[axis])), large.stop - large.start) - length, 0)
+        room_low, room_high = small.start - large.start, large.stop - small.stop
+        high = min(extra - min(extra // 2, room_low), room_high)
+        low = min(extra - high, room_low)
+        fitted.append(slice(small.start - low, small.stop + high))
+    return tuple(fitted)
 
 
 def touched_inner_faces(

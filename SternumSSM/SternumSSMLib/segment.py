@@ -16,8 +16,10 @@ import numpy as np
 
 from .auto_roi import (
     AUTO_ROI_MARGIN_MM,
+    AUTO_ROI_MIN_MARGIN_MM,
     MAX_GROWTHS,
     block_mean,
+    fit_to_tiles,
     grow,
     structures_box,
     touched_inner_faces,
@@ -105,18 +107,24 @@ def segment_ct(
 
 
 def _locate(model: SegmentationModel, image: Volume, cancel) -> tuple[tuple[slice, ...] | None, dict]:
-    """The localiser's box around the structures as the CT's index slices (None if it found nothing)."""
+    """The localiser's box around the structures as the CT's index slices (None if it found nothing), its
+    margin fitted to the fine model's tiles."""
     coarse = model.localiser.predict(block_mean(image), cancel=cancel)
     sternum_ml = sum(class_volumes_ml(coarse.labels)[name] for name in STERNUM_CLASSES)
     # A few coarse voxels are the localiser's noise, not a sternum (sternum_check's own lower bound).
-    box = structures_box(coarse.labels, AUTO_ROI_MARGIN_MM) if sternum_ml >= NO_STERNUM_ML else None
+    box = structures_box(coarse.labels) if sternum_ml >= NO_STERNUM_ML else None
     located = {
         "localiser_seconds": coarse.record["seconds"],
         "localiser_sternum_ml": round(sternum_ml, 2),
-        "margin_mm": AUTO_ROI_MARGIN_MM,
+        "margin_mm": [AUTO_ROI_MIN_MARGIN_MM, AUTO_ROI_MARGIN_MM],
         "found": box is not None,
     }
-    return (None if box is None else index_slices(image.geometry, box)), located
+    if box is None:
+        return None, located
+    inner, outer = (index_slices(image.geometry, Box(box.lo_lps - margin, box.hi_lps + margin))
+                    for margin in (AUTO_ROI_MIN_MARGIN_MM, AUTO_ROI_MARGIN_MM))
+    spacing_kji = np.asarray(image.geometry.spacing, float)[::-1]
+    return fit_to_tiles(inner, outer, model.tile_grid(image.geometry), spacing_kji), located
 
 
 def _predict_growing(

@@ -20,6 +20,7 @@ refused unless the caller states that it trusts the folder.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -247,6 +248,32 @@ def to_model_axes(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float
     return np.ascontiguousarray(array), spacing, back
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """The fine model's sliding window along each CT array axis [k, j, i]: tile length and step in the
+    model's voxels, and the model's voxel size (mm) there. nnU-Net resamples a box of ``n`` CT voxels of
+    spacing ``d`` to ``round(n * d / spacing_mm)`` voxels and covers them with tiles."""
+
+    patch: tuple[int, int, int]
+    step: tuple[float, float, float]
+    spacing_mm: tuple[float, float, float]
+
+    def tiles(self, axis: int, ct_voxels: int, ct_spacing_mm: float) -> int:
+        """Tiles along ``axis`` for a box of ``ct_voxels`` (nnU-Net's compute_steps_for_sliding_window)."""
+        model_voxels = round(ct_spacing_mm / self.spacing_mm[axis] * ct_voxels)  # compute_new_shape's order
+        if model_voxels <= self.patch[axis]:
+            return 1
+        return math.ceil((model_voxels - self.patch[axis]) / self.step[axis]) + 1
+
+    def longest(self, axis: int, tiles: int, ct_spacing_mm: float) -> int:
+        """The most CT voxels along ``axis`` that ``tiles`` tiles cover."""
+        model_voxels = math.floor(self.patch[axis] + (tiles - 1) * self.step[axis] + 1e-9)
+        ct_voxels = math.floor((model_voxels + 0.5) * self.spacing_mm[axis] / ct_spacing_mm) + 1
+        while round(ct_spacing_mm / self.spacing_mm[axis] * ct_voxels) > model_voxels:  # numpy's rounding, as nnU-Net
+            ct_voxels -= 1
+        return ct_voxels
+
+
 class SegmentationModel:
     """One nnU-Net model folder, loaded once, that predicts any number of CT volumes."""
 
@@ -325,6 +352,21 @@ class SegmentationModel:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (OSError, RuntimeError, EOFError) as error:
             raise ModelFolderError(f"Cannot read checkpoint {path}: {error}. The model folder is corrupt.") from None
+
+    def tile_grid(self, geometry: ImageGeometry) -> TileGrid:
+        """The network's sliding window along each array axis [k, j, i] of a CT on ``geometry``."""
+        configuration = self._predictor.configuration_manager
+        transpose = list(self._predictor.plans_manager.transpose_forward)
+        order, _ = _axes_to_lps(geometry)
+        # model axes are LPS z, y, x; nnU-Net's patch and spacing are in its transposed order
+        model_axis_of = {order[lps]: 2 - lps for lps in range(3)}  # index axis (i, j, k) -> model axis
+        patch, spacing = [], []
+        for array_axis in range(3):  # k, j, i
+            position = transpose.index(model_axis_of[2 - array_axis])
+            patch.append(int(configuration.patch_size[position]))
+            spacing.append(float(configuration.spacing[position]))
+        step = tuple(length * float(self.settings.tile_step_size) for length in patch)
+        return TileGrid(tuple(patch), step, tuple(spacing))
 
     @property
     def mirroring_axes(self):
