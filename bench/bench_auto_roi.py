@@ -5,7 +5,9 @@ as ``sternum-ssm phantom --spacing 0.7 0.7 1.0 --plain``; or a file with ``--lar
 ``segment_ct`` with the bundled model (fast preset) twice: without the ROI (``auto_roi=False``) and with the
 localiser's box. Printed per thorax: seconds of each step from the run records (localiser, preprocessing,
 network, back to the CT grid, post-processing, QA), the total, the full/auto ratio, the share of voxels in the
-box, and the total Dice of each against the phantom's truth and against each other.
+box, and the total Dice of each against the phantom's truth and against each other. A third way is the
+automatic ROI with its margin fixed at 25 mm, as before the margin was fitted to the network's tiles
+(``fit_to_tiles``): network tiles and seconds of both.
 
 Then end to end, as an annotator's command runs it: ``sternum-ssm predict`` on the large thorax's file (read,
 model load, segmentation, writing the .seg.nrrd and its record), fast and accurate preset, with and without the
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from SternumSSMLib import segment
 from SternumSSMLib.geometry import Volume
 from SternumSSMLib.metrics import dice_per_class
 from SternumSSMLib.phantom import PhantomParameters, generate_phantom
@@ -73,6 +76,16 @@ def best_run(model: SegmentationModel, image: Volume, auto_roi: bool, repeats: i
     return min(outcomes, key=lambda outcome: outcome.record["total_seconds"])
 
 
+def fixed_margin_run(model: SegmentationModel, image: Volume, repeats: int):
+    """The automatic ROI with the least margin equal to the most: nothing left for fitting to the tiles."""
+    fitted_from = segment.AUTO_ROI_MIN_MARGIN_MM
+    segment.AUTO_ROI_MIN_MARGIN_MM = segment.AUTO_ROI_MARGIN_MM
+    try:
+        return best_run(model, image, True, repeats)
+    finally:
+        segment.AUTO_ROI_MIN_MARGIN_MM = fitted_from
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large-ct", help="a large CT file instead of generating the 0.7 mm phantom")
@@ -103,6 +116,12 @@ def main() -> None:
             cost = full_dice - auto_dice
             line += f"; vs truth: full {full_dice:.4f}, automatic ROI {auto_dice:.4f} (cost {cost:+.4f})"
         print(line)
+        fixed = fixed_margin_run(model, image, args.repeats)
+        fixed_network = fixed.record["step_seconds"]["network"]
+        print(f"fixed 25 mm margin: {fixed.record['tiles']} tiles, network {fixed_network:.2f} s, "
+              f"total {fixed.record['total_seconds']:.2f} s; fitted to the tiles: {auto.record['tiles']} tiles, "
+              f"network {auto_steps['network']:.2f} s, total {auto_total:.2f} s "
+              f"(**{fixed.record['total_seconds'] / auto_total:.2f}x**)")
     print("\nEnd to end, sternum-ssm predict on the large thorax (fresh process each):")
     print("| preset | automatic ROI s | whole volume s | whole / automatic | peak GB automatic / whole |")
     print("|---|---|---|---|---|")
