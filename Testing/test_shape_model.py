@@ -104,6 +104,8 @@ def test_mesh_files_round_trip_with_template_ids(tmp_path, prepared, suffix):
     np.testing.assert_array_equal(back.triangles, mesh.triangles)
     if suffix in (".k", ".vtk"):
         np.testing.assert_array_equal(back.node_ids, mesh.node_ids)
+    if suffix == ".stl":  # binary: 80-byte header, count, 50 bytes per triangle
+        assert path.stat().st_size == 84 + 50 * len(mesh.triangles)
     with pytest.raises(FileExistsError):
         write_mesh(mesh, path)
 

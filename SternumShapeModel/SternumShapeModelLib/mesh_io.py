@@ -39,6 +39,9 @@ def write_mesh(mesh: SurfaceMesh, path: Path | str, overwrite: bool = False, tit
                     point_data={"node_id": mesh.node_ids.astype(np.int32)},
                 ),
                 file_format=file_format,
+                # binary STL, as FE pre-processors expect; meshio's reader also mistakes an ASCII one for
+                # binary first (the overflow warning it prints)
+                **({"binary": True} if file_format == "stl" else {}),
             )
     return path
 
