@@ -94,14 +94,31 @@ def test_refined_landmarks_are_the_same_in_all_48_axis_orientations(phantom, rim
 
 
 @pytest.mark.parametrize("phase_mm", [0.0, 0.5, 1.0, 1.5])
-def test_the_waist_is_the_corner_of_the_width_profile_whatever_the_voxel_phase(phase_mm):
-    """Below the waist the manubrium widens by less than a voxel: 2 mm voxels turn that into a flat stretch
-    whose lowest sample depends on where the voxel steps fall. The corner of the two-line fit does not."""
+def test_the_waist_stays_at_the_narrowest_level_whatever_the_voxel_phase(phase_mm):
+    """Near its waist the phantom's manubrium (a smooth width profile, faster narrowing from above than
+    widening below) changes width by less than a voxel: 2 mm voxels turn that into a flat stretch whose
+    lowest samples depend on where the voxel steps fall. The middle of the near-narrowest stretch stays put."""
     from SternumLandmarksLib.landmark_refinement import _narrowest_level
 
-    corner = -12.0
+    waist = -12.0
     levels = np.arange(-30.0, 10.0, 0.25)[::-1]  # superior coordinate, top down along the margin
-    half_width = 14.5 + np.where(levels > corner, 0.5 * (levels - corner), 0.1 * (corner - levels))
+    half_width = 14.5 + 0.02 * (levels - waist) ** 2 * np.where(levels > waist, 2.0, 1.0)
     quantised = 2.0 * np.floor((half_width + phase_mm) / 2.0) + 1.0 - phase_mm  # the voxel columns' edges
     margins = [np.column_stack([side * quantised, levels]) for side in (-1.0, 1.0)]
-    assert abs(_narrowest_level(margins, 0.25) - corner) < 2.5  # the flat stretch's middle: 2-7 mm off
+    assert abs(_narrowest_level(margins, 0.25) - waist) < 1.5  # the flat stretch's ends: 5-9 mm off
+
+
+def test_a_costal_notch_lands_in_the_middle_of_its_deepest_stretch_not_on_its_deepest_sample(rim):
+    """A notch's bend has a flat top whose deepest sample moves with the voxel steps (scan direction):
+    the refinement takes the bend-weighted middle of the samples at least half as deep."""
+    from SternumLandmarksLib.landmark_refinement import RefinementSettings, _Refinement
+
+    refinement = _Refinement(rim, PROTOCOL, RefinementSettings())
+    middle = int(np.flatnonzero(rim.structure == rim.structure[0])[0]) + 20
+    refinement.bend = np.zeros(rim.count)
+    top = np.array([0.2, 0.6, 0.9, 0.95, 0.96, 0.96, 0.96, 0.97, 0.9, 0.6, 0.2])
+    refinement.bend[(middle + np.arange(-5, 6)) % rim.count] = top
+    deepest = (middle + 2) % rim.count
+    assert refinement._notch_centre(deepest) == middle
+    refinement.bend[(middle - 1) % rim.count] = 0.0  # a break: only the stretch on the deepest sample's side counts
+    assert refinement._notch_centre(deepest) == (middle + 2) % rim.count

@@ -13,9 +13,10 @@ arclength). Each estimate is located on the rim and searched along it, within
 - costal notches: the rim's notches (most concave points, at least ``least_depth_mm`` deep)
   between the lower end of the clavicular notch and the inferolateral angle, matched to the
   side's costal notches in order, each near its estimate or near the other side's estimate's
-  level (costal notches pair up across the midline); a notch without a match keeps its estimate;
+  level (costal notches pair up across the midline), and placed at the middle of its deepest
+  stretch (:meth:`_Refinement._notch_centre`); a notch without a match keeps its estimate;
 - manubrium waist: the level where the manubrium is narrowest, both sides together, below
-  costal notch 1 and short of the joint with the body;
+  costal notch 1 and short of the joint with the body (the middle of the near-narrowest stretch);
 - intercostal margins: midway along the rim between their two refined notches;
 - jugular notch, xiphisternal midpoint: where the rim between the two refined angles crosses
   the midline between them.
@@ -204,7 +205,7 @@ class _Refinement:
                 samples = np.union1d(samples, self._window(across, previous, direction, structure))
             best = samples[np.argmax(self.bend[samples])]
             if self.bend[best] >= self.settings.least_depth_mm:
-                return int(best)
+                return self._notch_centre(int(best))
             past = self.rim.past(samples, located[n], 1)
             return int(samples[np.argmin(np.minimum(past, self.rim.count - past))])  # nearest to the estimate
         if feature == "clavicular_notch_inferior" and previous != UNSET:
@@ -236,7 +237,27 @@ class _Refinement:
                     distance = min(self._arc_mm(candidate, reference) for reference in references)
                     cost[k, c] = distance - self.settings.scale_mm * self.bend[candidate]
         matched = _match_in_order(cost, self.settings.window_mm)
-        return [int(located[n]) if c is None else int(candidates[c]) for n, c in zip(rows, matched, strict=True)]
+        return [int(located[n]) if c is None else self._notch_centre(int(candidates[c]))
+                for n, c in zip(rows, matched, strict=True)]
+
+    def _notch_centre(self, deepest: int) -> int:
+        """The middle of the notch whose deepest sample is ``deepest``: the bend-weighted mean of the
+        contiguous samples on its structure at least half as deep, within the window.
+
+        A notch's bend has a broad, flat top, and which of its samples is deepest depends on the
+        voxel steps, so on the scan's direction; the weighted middle of the top does not."""
+        rim, bend = self.rim, self.bend
+        floor = 0.5 * bend[deepest]
+        offsets = [0]
+        for direction in (1, -1):
+            for step in range(1, self.reach + 1):
+                sample = (deepest + direction * step) % rim.count
+                if bend[sample] < floor or rim.structure[sample] != rim.structure[deepest]:
+                    break
+                offsets.append(direction * step)
+        offsets = np.array(offsets)
+        weights = bend[(deepest + offsets) % rim.count]
+        return int(deepest + round(float(np.sum(weights * offsets) / np.sum(weights)))) % rim.count
 
     def _notch_candidates(self, first: int, last: int, direction: int) -> np.ndarray:
         """Local maxima of the bend strictly between ``first`` and ``last`` (gap kept), at least
@@ -325,36 +346,36 @@ class _Refinement:
         return int(samples[np.argmin(np.abs(self.rim.frontal_mm[samples, 0] - target))])
 
 
+# Summed width (mm, both margins) within which a level counts as narrowest: a voxel's worth of steps.
+WAIST_TOLERANCE_MM = 1.0
+
+
 def _narrowest_level(margins_mm: list[np.ndarray], step_mm: float) -> float:
     """The superior coordinate where the margins ((M, 2) frontal points each, one per side) are
     narrowest together: both sides' widths add up, so each side's voxel steps average out.
 
-    The level is the corner of the two straight lines that fit the width profile best (narrowing from
-    above, then level or widening towards the joint), not the lowest sample: below the waist the
-    manubrium widens by less than a voxel, so the voxel steps, which differ with the scan's direction,
-    would decide which sample of that flat stretch is lowest."""
+    The level is the middle of the stretch around the least width that is within
+    ``WAIST_TOLERANCE_MM`` of it, each level weighted by how far below that bound it lies, not the
+    lowest sample: near the waist the manubrium narrows and widens by less than a voxel, so the voxel
+    steps, which differ with the scan's direction, would decide which sample of that flat stretch is
+    lowest, and a corner fitted to the profile swings along it when the profile is rounded."""
     levels = [margin[:, 1] for margin in margins_mm]
     grid = np.arange(max(level.min() for level in levels), min(level.max() for level in levels), step_mm)
-    if len(grid) < 5:
+    if len(grid) < 2:
         grid = np.sort(np.concatenate(levels))
     width = np.zeros(len(grid))
     for margin in margins_mm:
         order = np.argsort(margin[:, 1])
         width += np.interp(grid, margin[order, 1], np.abs(margin[order, 0]))
-    return _hinge(grid, width) if len(grid) >= 5 else float(grid[np.argmin(width)])
-
-
-def _hinge(x: np.ndarray, y: np.ndarray) -> float:
-    """The corner of the continuous two-line fit to (x, y) with least squared error (corner between the
-    second and the second-to-last sample)."""
-    best, corner = np.inf, float(x[np.argmin(y)])
-    for candidate in x[1:-1]:
-        basis = np.column_stack([np.ones_like(x), np.minimum(x - candidate, 0.0), np.maximum(x - candidate, 0.0)])
-        coefficients, *_ = np.linalg.lstsq(basis, y, rcond=None)
-        error = float(np.sum((basis @ coefficients - y) ** 2))
-        if error < best - 1e-9:
-            best, corner = error, float(candidate)
-    return corner
+    bound = width.min() + WAIST_TOLERANCE_MM
+    narrowest = int(np.argmin(width))
+    first, last = narrowest, narrowest
+    while first > 0 and width[first - 1] <= bound:
+        first -= 1
+    while last < len(grid) - 1 and width[last + 1] <= bound:
+        last += 1
+    weights = bound - width[first: last + 1]
+    return float(np.sum(weights * grid[first: last + 1]) / np.sum(weights))
 
 
 def _match_in_order(cost: np.ndarray, skipped: float) -> list[int | None]:
