@@ -37,6 +37,20 @@ def test_the_structures_box_is_the_same_for_every_axis_order_and_a_tiny_origin_s
     np.testing.assert_allclose(_physical_box(shifted), expected, atol=1e-6)
 
 
+def test_every_storage_of_the_same_voxels_reindexes_to_one_array_and_its_slices_map_back():
+    from SternumSSMLib.geometry import all_orientation_codes, lps_order_code, slices_before_reindexing
+
+    volume = Volume(np.arange(7 * 6 * 5).reshape(7, 6, 5), ImageGeometry(
+        origin_lps=(1.0, 2.0, 3.0), spacing=(1.0, 2.0, 3.0), direction_lps=np.eye(3), size=(5, 6, 7)))
+    slices = (slice(1, 5), slice(2, 4), slice(0, 3))
+    for code in all_orientation_codes():
+        stored = reoriented(volume, code)
+        ordered_code = lps_order_code(stored.geometry)
+        np.testing.assert_array_equal(reoriented(stored, ordered_code).array, volume.array)
+        part = stored.array[slices_before_reindexing(slices, ordered_code, stored.array.shape)]
+        np.testing.assert_array_equal(np.sort(part, axis=None), np.sort(volume.array[slices], axis=None))
+
+
 def test_the_box_of_an_oblique_grid_holds_every_labelled_voxel_and_crops_back_to_them():
     labels = _block_labels(rotation_matrix([1.0, 2.0, 3.0], 23.0) @ orientation_direction("PIL"))
     box = structures_box(labels, 0.0)
@@ -252,3 +266,37 @@ def test_the_localiser_sees_a_fine_ct_block_averaged_with_exact_geometry():
     fine_index = geometry.lps_to_index(centres)
     expected = fine_index[:, 2] * 100 + fine_index[:, 1] * 10 + fine_index[:, 0]
     np.testing.assert_allclose(coarse.array.ravel(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("code", ["RAS", "PLI", "SAR"])
+def test_the_box_does_not_depend_on_how_the_ct_stores_its_axes(model, code):
+    """Block averaging drops a trailing partial block and the margin's odd voxel goes to one side: both
+    are decided in LPS order, so the same voxels stored with swapped or reversed axes get the same box."""
+    from SternumSSMLib.geometry import lps_order_code
+    from SternumSSMLib.segment import _locate
+
+    phantom = generate_phantom(random_parameters(5101, hard_cases=False, spacing=(1.0, 1.0, 1.25)))
+    odd = tuple(slice(0, size - (1 - size % 2)) for size in phantom.image.array.shape)  # partial blocks of 2
+    image = crop(phantom.image, odd)
+
+    def box_in_lps_order(stored: Volume) -> np.ndarray:
+        slices, located = _locate(model, stored, cancel=None)
+        assert located["found"]
+        inside = np.zeros(stored.array.shape, np.uint8)
+        inside[slices] = 1
+        return reoriented(Volume(inside, stored.geometry), lps_order_code(stored.geometry)).array
+
+    expected = box_in_lps_order(image)
+    assert 0 < expected.mean() < 0.8
+    np.testing.assert_array_equal(box_in_lps_order(reoriented(image, code)), expected)
+
+
+def test_the_same_voxels_stored_another_way_get_the_same_segmentation(model, whole_scan, both_ways):
+    from SternumSSMLib.geometry import lps_order_code
+    from SternumSSMLib.segment import segment_ct
+
+    stored = reoriented(whole_scan.image, "AIL")
+    outcome = segment_ct(model, stored)
+    back = reoriented(outcome.labels, lps_order_code(outcome.labels.geometry))
+    expected = reoriented(both_ways[0].labels, lps_order_code(whole_scan.image.geometry))
+    np.testing.assert_array_equal(back.array, expected.array)

@@ -212,6 +212,40 @@ def reindexed(volume: Volume, code: str) -> Volume:
 
 
 
+def nearest_lps_axes(geometry: ImageGeometry) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """For each LPS axis (x, y, z): which index axis (i, j, k) is closest to it, and whether it runs backwards."""
+    direction = geometry.direction_lps
+    order = np.argmax(np.abs(direction), axis=1)
+    if len(set(order.tolist())) != 3:
+        raise ValueError("The volume is too oblique to tell its axes apart; resample it to an axis-aligned grid.")
+    flips = tuple(bool(direction[row, order[row]] < 0) for row in range(3))
+    return tuple(int(o) for o in order), flips
+
+
+def lps_order_code(geometry: ImageGeometry) -> str:
+    """The :func:`reindexed` code that makes i, j, k run along the L, P, S axes they are closest to, increasing:
+    every storage of the same voxels (axes swapped or reversed) re-indexes to the same array."""
+    order, flips = nearest_lps_axes(geometry)
+    letters = (("L", "R"), ("P", "A"), ("S", "I"))
+    return "".join(letters[order[lps]][int(flips[lps])] for lps in range(3))
+
+
+def slices_before_reindexing(
+    slices: tuple[slice, slice, slice], code: str, shape_kji: tuple[int, ...]
+) -> tuple[slice, slice, slice]:
+    """[k, j, i] slices of ``reindexed(volume, code)`` as slices of ``volume`` (of array shape ``shape_kji``):
+    the same voxels."""
+    signed = orientation_direction(code)
+    old_axes = np.argmax(np.abs(signed), axis=0)
+    result: list[slice] = [slice(None)] * 3
+    for new_axis in range(3):
+        old_axis = int(old_axes[new_axis])
+        part, size = slices[2 - new_axis], shape_kji[2 - old_axis]
+        forward = signed[old_axis, new_axis] > 0
+        result[2 - old_axis] = part if forward else slice(size - part.stop, size - part.start)
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class PointSet:
     """Named points in one stated coordinate system. Missing points are NaN rows."""

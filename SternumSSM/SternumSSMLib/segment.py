@@ -24,7 +24,7 @@ from .auto_roi import (
     structures_box,
     touched_inner_faces,
 )
-from .geometry import Volume
+from .geometry import Volume, lps_order_code, reindexed, slices_before_reindexing
 from .postprocess import PostprocessSettings, postprocess
 from .qa import QAFlag, class_volumes_ml, qa_flags
 from .roi import Box, crop, index_slices, paste, with_border
@@ -108,8 +108,14 @@ def segment_ct(
 
 def _locate(model: SegmentationModel, image: Volume, cancel) -> tuple[tuple[slice, ...] | None, dict]:
     """The localiser's box around the structures as the CT's index slices (None if it found nothing), its
-    margin fitted to the fine model's tiles."""
-    coarse = model.localiser.predict(block_mean(image), cancel=cancel)
+    margin fitted to the fine model's tiles.
+
+    The search runs on the CT re-indexed in LPS order, so that the block averaging and the split of the
+    margin between a box's two sides do not depend on how the CT stores its axes: the same voxels, stored
+    with axes swapped or reversed, get the same box and so the same segmentation."""
+    code = lps_order_code(image.geometry)
+    ordered = reindexed(image, code)
+    coarse = model.localiser.predict(block_mean(ordered), cancel=cancel)
     sternum_ml = sum(class_volumes_ml(coarse.labels)[name] for name in STERNUM_CLASSES)
     # A few coarse voxels are the localiser's noise, not a sternum (sternum_check's own lower bound).
     box = structures_box(coarse.labels) if sternum_ml >= NO_STERNUM_ML else None
@@ -121,10 +127,11 @@ def _locate(model: SegmentationModel, image: Volume, cancel) -> tuple[tuple[slic
     }
     if box is None:
         return None, located
-    inner, outer = (index_slices(image.geometry, Box(box.lo_lps - margin, box.hi_lps + margin))
+    inner, outer = (index_slices(ordered.geometry, Box(box.lo_lps - margin, box.hi_lps + margin))
                     for margin in (AUTO_ROI_MIN_MARGIN_MM, AUTO_ROI_MARGIN_MM))
-    spacing_kji = np.asarray(image.geometry.spacing, float)[::-1]
-    return fit_to_tiles(inner, outer, model.tile_grid(image.geometry), spacing_kji), located
+    spacing_kji = np.asarray(ordered.geometry.spacing, float)[::-1]
+    fitted = fit_to_tiles(inner, outer, model.tile_grid(ordered.geometry), spacing_kji)
+    return slices_before_reindexing(fitted, code, image.array.shape), located
 
 
 def _predict_growing(

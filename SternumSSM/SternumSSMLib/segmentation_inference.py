@@ -33,7 +33,7 @@ import numpy as np
 
 from .anatomy import label_scheme
 from .devices import DEVICES, Device, resolve_device
-from .geometry import ImageGeometry, Volume
+from .geometry import ImageGeometry, Volume, nearest_lps_axes
 from .provenance import LOCALISER_FOLDER, model_id
 
 if TYPE_CHECKING:
@@ -219,19 +219,9 @@ def check_ct_volume(volume: Volume) -> None:
         )
 
 
-def _axes_to_lps(geometry: ImageGeometry) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
-    """For each LPS axis (x, y, z): which index axis (i, j, k) is closest to it, and whether it runs backwards."""
-    direction = geometry.direction_lps
-    order = np.argmax(np.abs(direction), axis=1)
-    if len(set(order.tolist())) != 3:
-        raise ValueError("The volume is too oblique to tell its axes apart; resample it to an axis-aligned grid.")
-    flips = tuple(bool(direction[row, order[row]] < 0) for row in range(3))
-    return tuple(int(o) for o in order), flips
-
-
 def to_model_axes(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float], Callable[[np.ndarray], np.ndarray]]:
     """Array in the model's [z, y, x] (S, P, L increasing) order, its spacing, and the inverse mapping."""
-    order, flips = _axes_to_lps(volume.geometry)
+    order, flips = nearest_lps_axes(volume.geometry)
     # array axes are (k, j, i) = index axes (2, 1, 0); we want array axes for LPS z, y, x.
     source_axes = [2 - order[2], 2 - order[1], 2 - order[0]]
     array = np.transpose(volume.array, source_axes)
@@ -357,7 +347,7 @@ class SegmentationModel:
         """The network's sliding window along each array axis [k, j, i] of a CT on ``geometry``."""
         configuration = self._predictor.configuration_manager
         transpose = list(self._predictor.plans_manager.transpose_forward)
-        order, _ = _axes_to_lps(geometry)
+        order, _ = nearest_lps_axes(geometry)
         # model axes are LPS z, y, x; nnU-Net's patch and spacing are in its transposed order
         model_axis_of = {order[lps]: 2 - lps for lps in range(3)}  # index axis (i, j, k) -> model axis
         patch, spacing = [], []
