@@ -211,7 +211,6 @@ def reindexed(volume: Volume, code: str) -> Volume:
     )
 
 
-
 def nearest_lps_axes(geometry: ImageGeometry) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
     """For each LPS axis (x, y, z): which index axis (i, j, k) is closest to it, and whether it runs backwards."""
     direction = geometry.direction_lps
